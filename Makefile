@@ -1,0 +1,42 @@
+# The README's two commands are `make demo` and `make test`; each installs what it needs first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch lies on local disk here and installs in seconds; an unpinned torch would pull CUDA.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.knsd-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_VERBOSITY := error
+
+.PHONY: install test check lint demo bench image manifests clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check knsd tests loadtest
+	$(BIN)/ruff format --check knsd tests loadtest
+
+check: lint test
+
+demo: install
+	bash loadtest/demo.sh
+
+bench: install
+	$(BIN)/python loadtest/bench_serve.py
+
+image:
+	@engine=$$(command -v podman || command -v docker); \
+	if [ -z "$$engine" ]; then echo "make image: neither podman nor docker found" >&2; exit 1; fi; \
+	$$engine build -f Containerfile -t knsd:latest .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

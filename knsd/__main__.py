@@ -1,0 +1,3 @@
+from knsd.cli import main
+
+main()

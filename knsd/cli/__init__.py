@@ -1,0 +1,29 @@
+"""The `knsd` command line: Typer commands that parse flags, call a function, print and choose the exit code.
+
+Only `knsd serve` imports torch and diffusers; every other command must start fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from knsd.cli import serve as _serve
+
+app = typer.Typer(
+    name="knsd",
+    help="Stable Diffusion on Knative: serve, deploy, load-test and simulate a scale-to-zero GPU service.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("serve")(_serve.serve)
+
+
+@app.callback()
+def _root() -> None:
+    """Stable Diffusion on Knative: serve, deploy, load-test and simulate a scale-to-zero GPU service."""
+
+
+def main() -> None:
+    """Entry point of the `knsd` console script."""
+    app()

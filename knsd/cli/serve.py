@@ -1,0 +1,110 @@
+"""`knsd serve`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from knsd.errors import KnsdError
+
+
+class DeviceChoice(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class DTypeChoice(StrEnum):
+    auto = "auto"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+    float32 = "float32"
+
+
+def _parse_auth(value: str | None) -> tuple[tuple[str, str], ...]:
+    if not value:
+        return ()
+    pairs = []
+    for item in value.split(","):
+        user, sep, password = item.partition(":")
+        if not sep or not user:
+            raise typer.BadParameter("expected user:pass[,user2:pass2]", param_hint="--api-auth")
+        pairs.append((user, password))
+    return tuple(pairs)
+
+
+def serve(
+    model: str = typer.Option(
+        os.environ.get("KNSD_MODEL", "tiny"),
+        "--model",
+        help="'tiny' (the embedded model), a diffusers folder or a .safetensors/.ckpt file. Env: KNSD_MODEL.",
+    ),
+    host: str = typer.Option("0.0.0.0", "--host", help="Address to listen on."),
+    port: int = typer.Option(7860, "--port", min=1, max=65535, help="Port to listen on."),
+    device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help="auto picks CUDA when present."),
+    dtype: DTypeChoice = typer.Option(
+        DTypeChoice.auto, "--dtype", help="auto: float16 on CUDA, float32 on CPU."
+    ),
+    max_queue: int = typer.Option(
+        10, "--max-queue", min=0, max=10000, help="Requests waiting behind the running one; more get 503."
+    ),
+    drain_timeout: float = typer.Option(
+        300.0, "--drain-timeout", min=0.0, help="Seconds to finish work after SIGTERM."
+    ),
+    max_body_mb: float = typer.Option(
+        32.0, "--max-body-mb", min=0.001, help="Largest request body in MiB (413 above)."
+    ),
+    max_pixels: int = typer.Option(
+        1536 * 1536, "--max-pixels", min=64 * 64, help="Largest width x height (422 above)."
+    ),
+    api_auth: str | None = typer.Option(
+        None, "--api-auth", envvar="KNSD_API_AUTH", help="HTTP Basic credentials user:pass[,user:pass]."
+    ),
+    api_token: str | None = typer.Option(
+        None, "--api-token", envvar="KNSD_API_TOKEN", help="Bearer token accepted as auth."
+    ),
+    model_config: Path | None = typer.Option(
+        None, "--model-config", help="Diffusers config folder for a single-file checkpoint."
+    ),
+    compile_unet: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the UNet (CUDA)."),
+    warmup: bool = typer.Option(
+        True, "--warmup/--no-warmup", help="Run one generation before reporting ready."
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Serve a Stable Diffusion model over A1111's and OpenAI's HTTP APIs, one request at a time."""
+    from knsd.serve.server import run
+    from knsd.serve.settings import ServeSettings
+
+    settings = ServeSettings(
+        model=model,
+        host=host,
+        port=port,
+        device=device.value,
+        dtype=dtype.value,
+        max_queue=max_queue,
+        drain_timeout=drain_timeout,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        max_pixels=max_pixels,
+        api_auth=_parse_auth(api_auth),
+        api_token=api_token,
+        compile=compile_unet,
+        warmup=warmup,
+        model_config=model_config,
+        log_level=log_level,
+    )
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code = run(settings)
+    except KnsdError as exc:
+        typer.echo(f"knsd serve: {exc}", err=True)
+        code = exc.exit_code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The pipeline thread cannot be interrupted mid-load; do not wait for it at interpreter exit.
+    os._exit(code)

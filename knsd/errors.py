@@ -1,0 +1,86 @@
+"""knsd's exceptions: one tree, turned into HTTP statuses or CLI messages at one place each.
+
+KnsdError                     base; `status` is the HTTP status, `exit_code` the CLI exit code
+├── BadRequest (400)          a malformed request body (not JSON, not an object)
+│   ├── InvalidField (422)    a field of the wrong type or out of range; `field`, `allowed`, `received`
+│   └── PayloadTooLarge (413) a body over the configured limit
+├── Unauthorized (401)        missing or wrong credentials
+├── Unavailable (503)         loading, draining or queue full; `retry_after` seconds
+├── ModelError (500)          a model could not be built, found or loaded
+└── UsageError (exit 2)       a bad flag or setting on the command line; `flag`
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class KnsdError(Exception):
+    """Base of every error knsd raises on purpose."""
+
+    status: int = 500
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_json(self) -> dict[str, Any]:
+        """The body of the HTTP error response, in A1111's error shape plus knsd's fields."""
+        return {
+            "error": type(self).__name__,
+            "detail": self.message,
+            "body": "",
+            "errors": f"{self.status}: {self.message}",
+        }
+
+
+class BadRequest(KnsdError):
+    status = 400
+    exit_code = 2
+
+
+class InvalidField(BadRequest):
+    status = 422
+
+    def __init__(self, field: str, allowed: str, received: Any, message: str | None = None) -> None:
+        self.field = field
+        self.allowed = allowed
+        self.received = received
+        super().__init__(message or f"{field} must be {allowed}, got {received!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        received = self.received
+        if not isinstance(received, (str, int, float, bool, type(None))):
+            received = repr(received)
+        elif isinstance(received, str) and len(received) > 200:
+            received = received[:200] + "..."
+        return {**super().to_json(), "field": self.field, "allowed": self.allowed, "received": received}
+
+
+class PayloadTooLarge(BadRequest):
+    status = 413
+
+
+class Unauthorized(KnsdError):
+    status = 401
+
+
+class Unavailable(KnsdError):
+    status = 503
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ModelError(KnsdError):
+    status = 500
+
+
+class UsageError(KnsdError):
+    exit_code = 2
+
+    def __init__(self, flag: str, message: str) -> None:
+        self.flag = flag
+        super().__init__(f"{flag}: {message}")

@@ -1,0 +1,1 @@
+"""`knsd serve`: the single-flight Stable Diffusion handler that runs in every pod."""

@@ -1,0 +1,53 @@
+"""The handler's Prometheus metrics, in a registry of its own (one per app)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, float("inf"))
+STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, float("inf"))
+
+
+@dataclass(frozen=True, slots=True)
+class ServeMetrics:
+    """All the handler's metrics; `registry` is what `/metrics` exposes."""
+
+    registry: CollectorRegistry
+    requests: Counter
+    duration: Histogram
+    inflight: Gauge
+    queue_depth: Gauge
+    model_load: Gauge
+    step_seconds: Histogram
+    images: Counter
+    ready: Gauge
+
+
+def create_metrics() -> ServeMetrics:
+    """A fresh registry with knsd's handler metrics."""
+    registry = CollectorRegistry(auto_describe=True)
+    return ServeMetrics(
+        registry=registry,
+        requests=Counter(
+            "knsd_requests_total", "HTTP requests by route and status", ["route", "status"], registry=registry
+        ),
+        duration=Histogram(
+            "knsd_request_duration_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        ),
+        inflight=Gauge("knsd_inflight_requests", "Generations running now (0 or 1)", registry=registry),
+        queue_depth=Gauge(
+            "knsd_queue_depth", "Generation requests waiting for the pipeline", registry=registry
+        ),
+        model_load=Gauge("knsd_model_load_seconds", "Time taken to load the model", registry=registry),
+        step_seconds=Histogram(
+            "knsd_denoising_step_seconds", "Time per denoising step", buckets=STEP_BUCKETS, registry=registry
+        ),
+        images=Counter("knsd_images_generated_total", "Images generated", registry=registry),
+        ready=Gauge("knsd_ready", "1 when the model is loaded, warm and not draining", registry=registry),
+    )

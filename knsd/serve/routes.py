@@ -1,0 +1,206 @@
+"""The handler's routes: A1111's `/sdapi/v1/*`, OpenAI's images API, probes and metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from knsd.errors import BadRequest, InvalidField, PayloadTooLarge
+from knsd.serve.images import encode_png
+from knsd.serve.infotext import info, infotext, parameters
+from knsd.serve.params import GenerationRequest, parse_img2img, parse_openai, parse_txt2img
+from knsd.serve.samplers import SAMPLERS, SCHEDULES
+from knsd.serve.state import ServerState
+
+
+def _state(request: Request) -> ServerState:
+    return request.app.state.knsd
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The JSON body, 413 past `limit` bytes (checked before and while reading), 400 when malformed."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest(f"invalid Content-Length header: {declared!r}")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"request body is {declared} bytes, the limit is {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+
+
+async def _generate(request: Request, req: GenerationRequest, job: str) -> list[str]:
+    """Queue for the pipeline, generate, and return the base64 PNGs with their infotexts."""
+    state = _state(request)
+    engine = state.require_engine()
+    model = engine.model.info
+
+    def work() -> list[str]:
+        images = engine.generate(req, job=job)
+        state.metrics.images.inc(len(images))
+        return [
+            encode_png(img, infotext(req, seed, model)) for img, seed in zip(images, req.seeds, strict=False)
+        ]
+
+    async with state.admission.slot():
+        return await state.in_worker(work)
+
+
+def _a1111_response(request: Request, req: GenerationRequest, images: list[str]) -> JSONResponse:
+    model = _state(request).require_engine().model.info
+    return JSONResponse(
+        {
+            "images": images if req.send_images else [],
+            "parameters": parameters(req),
+            "info": json.dumps(info(req, model)),
+        }
+    )
+
+
+async def txt2img(request: Request) -> Response:
+    state = _state(request)
+    req = parse_txt2img(await read_json(request, state.settings.max_body_bytes), state.settings.max_pixels)
+    return _a1111_response(request, req, await _generate(request, req, "txt2img"))
+
+
+async def img2img(request: Request) -> Response:
+    state = _state(request)
+    req = parse_img2img(await read_json(request, state.settings.max_body_bytes), state.settings.max_pixels)
+    return _a1111_response(request, req, await _generate(request, req, "img2img"))
+
+
+async def openai_images(request: Request) -> Response:
+    state = _state(request)
+    body = await read_json(request, state.settings.max_body_bytes)
+    req, _ = parse_openai(body, state.settings.max_pixels)
+    images = await _generate(request, req, "txt2img")
+    data = [
+        {"b64_json": image, "seed": seed, "revised_prompt": None}
+        for image, seed in zip(images, req.seeds, strict=False)
+    ]
+    return JSONResponse({"created": int(time.time()), "data": data})
+
+
+async def progress(request: Request) -> Response:
+    engine = _state(request).engine
+    p = engine.progress if engine is not None else None
+    fraction = p.fraction() if p else 0.0
+    elapsed = time.time() - p.started if p and p.job_count else 0.0
+    eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
+    return JSONResponse(
+        {
+            "progress": fraction,
+            "eta_relative": eta,
+            "state": {
+                "skipped": False,
+                "interrupted": bool(p and p.interrupted),
+                "stopping_generation": False,
+                "job": p.job if p else "",
+                "job_count": p.job_count if p else 0,
+                "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(p.started if p else None)),
+                "job_no": p.job_no if p else 0,
+                "sampling_step": p.sampling_step if p else 0,
+                "sampling_steps": p.sampling_steps if p else 0,
+            },
+            "current_image": None,
+            "textinfo": None,
+            "current_task": None,
+        }
+    )
+
+
+async def interrupt(request: Request) -> Response:
+    engine = _state(request).engine
+    if engine is not None:
+        engine.interrupt()
+    return JSONResponse({})
+
+
+async def sd_models(request: Request) -> Response:
+    engine = _state(request).require_engine()
+    m = engine.model
+    return JSONResponse(
+        [
+            {
+                "title": f"{m.info.name} [{m.info.hash}]",
+                "model_name": m.info.name,
+                "hash": m.info.hash,
+                "sha256": None,
+                "filename": str(m.source.path),
+                "config": None,
+            }
+        ]
+    )
+
+
+async def samplers(request: Request) -> Response:
+    return JSONResponse([{"name": s.name, "aliases": list(s.aliases), "options": {}} for s in SAMPLERS])
+
+
+async def schedulers(request: Request) -> Response:
+    return JSONResponse(
+        [
+            {
+                "name": label.lower().replace(" ", "_"),
+                "label": label,
+                "aliases": None,
+                "default_rho": -1,
+                "need_inner_model": False,
+            }
+            for label in SCHEDULES
+        ]
+    )
+
+
+def _options(state: ServerState) -> dict[str, Any]:
+    engine = state.engine
+    title = f"{engine.model.info.name} [{engine.model.info.hash}]" if engine else None
+    return {"sd_model_checkpoint": title, "samples_format": "png", "sd_checkpoint_hash": None}
+
+
+async def get_options(request: Request) -> Response:
+    return JSONResponse(_options(_state(request)))
+
+
+async def set_options(request: Request) -> Response:
+    state = _state(request)
+    body = await read_json(request, state.settings.max_body_bytes)
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    wanted = body.get("sd_model_checkpoint")
+    current = _options(state)["sd_model_checkpoint"]
+    engine = state.require_engine()
+    if wanted is not None and wanted not in (current, engine.model.info.name):
+        raise InvalidField("sd_model_checkpoint", f"the loaded model {current!r} (one model per pod)", wanted)
+    return JSONResponse(None)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "alive"})
+
+
+async def readyz(request: Request) -> Response:
+    state = _state(request)
+    status = state.readiness()
+    if status == "ready":
+        return JSONResponse({"status": "ready"})
+    body: dict[str, Any] = {"status": status}
+    if state.load_error:
+        body["error"] = state.load_error
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(_state(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,155 @@
+"""A1111 sampler and schedule-type names mapped to diffusers schedulers (pure, no torch).
+
+The table follows diffusers' own A1111 mapping (docs/source/en/api/schedulers/overview.md). DDIM, PLMS,
+UniPC and DPM++ 3M SDE are not in that table: their mapping here is knsd's reading of the algorithms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from knsd.errors import InvalidField
+
+
+@dataclass(frozen=True, slots=True)
+class Sampler:
+    """One A1111 sampler: the diffusers scheduler class and its options."""
+
+    name: str
+    scheduler_class: str
+    options: dict[str, Any] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    # The schedule type A1111 uses for "Automatic" with this sampler.
+    default_schedule: str = "Automatic"
+
+
+SAMPLERS: tuple[Sampler, ...] = (
+    Sampler("DPM++ 2M", "DPMSolverMultistepScheduler", aliases=("k_dpmpp_2m",), default_schedule="Karras"),
+    Sampler(
+        "DPM++ 2M SDE",
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++"},
+        aliases=("k_dpmpp_2m_sde",),
+        default_schedule="Exponential",
+    ),
+    Sampler(
+        "DPM++ 3M SDE",
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
+        default_schedule="Exponential",
+    ),
+    Sampler("DPM++ SDE", "DPMSolverSinglestepScheduler", aliases=("k_dpmpp_sde",), default_schedule="Karras"),
+    Sampler("DPM2", "KDPM2DiscreteScheduler", aliases=("k_dpm_2",), default_schedule="Karras"),
+    Sampler("DPM2 a", "KDPM2AncestralDiscreteScheduler", aliases=("k_dpm_2_a",), default_schedule="Karras"),
+    Sampler("Euler a", "EulerAncestralDiscreteScheduler", aliases=("k_euler_a", "k_euler_ancestral")),
+    Sampler("Euler", "EulerDiscreteScheduler", aliases=("k_euler",)),
+    Sampler("LMS", "LMSDiscreteScheduler", aliases=("k_lms",)),
+    Sampler("Heun", "HeunDiscreteScheduler", aliases=("k_heun",)),
+    Sampler("DDIM", "DDIMScheduler", aliases=("ddim",)),
+    Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, aliases=("plms", "PNDM")),
+    Sampler("UniPC", "UniPCMultistepScheduler", aliases=("unipc",)),
+    Sampler("DEIS", "DEISMultistepScheduler", aliases=("deis",)),
+)
+
+# Schedule types: label -> extra scheduler options (diffusers' "Schedule types" table).
+SCHEDULES: dict[str, dict[str, Any]] = {
+    "Automatic": {},
+    "Uniform": {},
+    "Karras": {"use_karras_sigmas": True},
+    "Exponential": {"timestep_spacing": "linspace", "use_exponential_sigmas": True},
+    "SGM Uniform": {"timestep_spacing": "trailing"},
+    "Simple": {"timestep_spacing": "trailing"},
+    "Beta": {"timestep_spacing": "linspace", "use_beta_sigmas": True},
+}
+_SCHEDULE_ALIASES = {
+    "automatic": "Automatic",
+    "uniform": "Uniform",
+    "karras": "Karras",
+    "exponential": "Exponential",
+    "sgm_uniform": "SGM Uniform",
+    "sgmuniform": "SGM Uniform",
+    "simple": "Simple",
+    "beta": "Beta",
+}
+# Only the k-diffusion style (sigma-based) schedulers take these sigma options.
+_SIGMA_SCHEDULERS = {
+    "DPMSolverMultistepScheduler",
+    "DPMSolverSinglestepScheduler",
+    "KDPM2DiscreteScheduler",
+    "KDPM2AncestralDiscreteScheduler",
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "LMSDiscreteScheduler",
+    "HeunDiscreteScheduler",
+    "UniPCMultistepScheduler",
+    "DEISMultistepScheduler",
+}
+
+DEFAULT_SAMPLER = "Euler"
+
+
+@dataclass(frozen=True, slots=True)
+class SamplerChoice:
+    """A resolved request: sampler, schedule type and the scheduler class with all its options."""
+
+    sampler: str
+    schedule: str
+    scheduler_class: str
+    options: tuple[tuple[str, Any], ...]
+
+
+def _by_name() -> dict[str, Sampler]:
+    table: dict[str, Sampler] = {}
+    for s in SAMPLERS:
+        for key in (s.name, *s.aliases):
+            table[key.lower()] = s
+    return table
+
+
+_BY_NAME = _by_name()
+
+
+def sampler_names() -> list[str]:
+    """The canonical sampler names, in A1111's order."""
+    return [s.name for s in SAMPLERS]
+
+
+def _schedule_label(name: str) -> str | None:
+    if name in SCHEDULES:
+        return name
+    return _SCHEDULE_ALIASES.get(name.lower().replace(" ", "_"))
+
+
+def resolve_sampler(sampler_name: str | None, scheduler: str | None) -> SamplerChoice:
+    """Resolve A1111's sampler and schedule type, including legacy names such as "DPM++ 2M Karras"."""
+    name = (sampler_name or DEFAULT_SAMPLER).strip()
+    sampler = _BY_NAME.get(name.lower())
+    suffix_schedule: str | None = None
+    if sampler is None:
+        # A1111 strips a trailing schedule label: "DPM++ 2M Karras" -> ("DPM++ 2M", "Karras").
+        for label in sorted(SCHEDULES, key=len, reverse=True):
+            if name.lower().endswith(" " + label.lower()):
+                sampler = _BY_NAME.get(name[: -len(label) - 1].strip().lower())
+                if sampler is not None:
+                    suffix_schedule = label
+                    break
+    if sampler is None:
+        raise InvalidField("sampler_name", "one of " + ", ".join(sampler_names()), sampler_name)
+    schedule = suffix_schedule
+    if scheduler:
+        schedule = _schedule_label(scheduler)
+        if schedule is None:
+            raise InvalidField("scheduler", "one of " + ", ".join(SCHEDULES), scheduler)
+    if schedule in (None, "Automatic"):
+        schedule = sampler.default_schedule
+    options = dict(sampler.options)
+    if sampler.scheduler_class in _SIGMA_SCHEDULERS:
+        options.update(SCHEDULES[schedule])
+    elif schedule not in ("Automatic", "Uniform"):
+        raise InvalidField(
+            "scheduler", f"Automatic or Uniform for sampler {sampler.name}", scheduler or suffix_schedule
+        )
+    if schedule == sampler.default_schedule:
+        schedule = "Automatic"
+    return SamplerChoice(sampler.name, schedule, sampler.scheduler_class, tuple(sorted(options.items())))

@@ -1,0 +1,34 @@
+"""Server configuration: one frozen dataclass, built by the CLI, read by the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Device = Literal["auto", "cpu", "cuda"]
+DType = Literal["auto", "float16", "bfloat16", "float32"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    """Everything `knsd serve` is configured with."""
+
+    model: str = "tiny"
+    host: str = "0.0.0.0"
+    port: int = 7860
+    device: Device = "auto"
+    dtype: DType = "auto"
+    # queue-proxy holds 10 x containerConcurrency waiting requests per pod; do the same.
+    max_queue: int = 10
+    # Knative's terminationGracePeriodSeconds equals the revision timeout (300 s by default).
+    drain_timeout: float = 300.0
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_pixels: int = 1536 * 1536
+    api_auth: tuple[tuple[str, str], ...] = ()
+    api_token: str | None = None
+    compile: bool = False
+    warmup: bool = True
+    model_config: Path | None = None
+    cache: Path | None = None
+    log_level: str = "info"

@@ -1,0 +1,73 @@
+"""Test helpers: real uvicorn servers on loopback, in a thread or as a `knsd serve` subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import uvicorn
+from starlette.types import ASGIApp
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running(app: ASGIApp, ready_path: str | None = None, timeout: float = 60) -> Iterator[str]:
+    """Serve `app` with a real uvicorn on a free loopback port in a thread; yield its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_for(url + (ready_path or "/"), timeout, any_status=ready_path is None)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def wait_for(url: str, timeout: float, any_status: bool = False) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(url, timeout=2)
+            if any_status or r.status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} not ready after {timeout}s")
+
+
+def knsd_env(cache: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"KNSD_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def start_serve(cache: Path, *args: str, log: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `knsd serve` as a real process on a free port; returns the process and its URL."""
+    port = free_port()
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "knsd", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+        env=knsd_env(cache),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    return proc, f"http://127.0.0.1:{port}"
