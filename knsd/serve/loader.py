@@ -50,9 +50,17 @@ def resolve_source(model: str, cache: Path) -> ModelSource:
         return ModelSource("folder", ensure_tiny_model(cache), "tiny-sd")
     path = Path(model).expanduser()
     if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise ModelError(f"{path} is a folder without model_index.json: not a diffusers model folder")
-        return ModelSource("folder", path, path.name)
+        if (path / "model_index.json").is_file():
+            return ModelSource("folder", path, path.name)
+        # A model volume holding one checkpoint file (e.g. /models/v1-5-pruned-emaonly.safetensors).
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in SINGLE_FILE_SUFFIXES)
+        if len(files) == 1:
+            return ModelSource("single_file", files[0], files[0].stem)
+        found = ", ".join(p.name for p in files) or "none"
+        raise ModelError(
+            f"{path} has no model_index.json and not exactly one .safetensors/.ckpt file (found: {found}); "
+            "pass --model with the folder of a diffusers model or the checkpoint file itself"
+        )
     if path.is_file():
         if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
             raise ModelError(f"{path}: a single-file checkpoint must end in .safetensors or .ckpt")

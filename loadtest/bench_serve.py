@@ -1,0 +1,157 @@
+"""Benchmark of `knsd serve` on the tiny model: HTTP overhead, cold start, peak RSS.
+
+Prints, from one run, ratios measured side by side:
+  (1) end-to-end txt2img latency through the server / the same pipeline call in-process (goal <= 1.05)
+  (2) process start -> /readyz 200, / the floor `import torch, diffusers` + pipeline load (goal <= 1.3)
+  (3) the server's peak RSS
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.helpers import free_port  # noqa: E402
+
+REQUEST = {"prompt": "pretty dog", "width": 64, "height": 64, "steps": 20, "seed": 1}
+FLOOR = """
+import time, sys
+t0 = time.perf_counter()
+import torch, diffusers
+from diffusers import StableDiffusionPipeline
+pipe = StableDiffusionPipeline.from_pretrained(sys.argv[1], local_files_only=True, safety_checker=None)
+print(time.perf_counter() - t0)
+"""
+
+
+def _env(cache: Path) -> dict[str, str]:
+    return {**os.environ, "KNSD_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+
+
+class InProcess:
+    """The engine the server uses, loaded and run on a worker thread exactly as the server does."""
+
+    def __init__(self, cache: Path) -> None:
+        from knsd.serve.engine import Engine
+        from knsd.serve.loader import load_model
+        from knsd.serve.params import parse_txt2img
+
+        self.pool = ThreadPoolExecutor(1)
+        self.engine = self.pool.submit(lambda: Engine(load_model("tiny", cache, device="cpu"))).result()
+        self.req = parse_txt2img(REQUEST, 1 << 30)
+
+    def __call__(self) -> None:
+        self.pool.submit(self.engine.generate, self.req).result()
+
+
+def cold_start_floor(cache: Path, model_dir: Path, runs: int) -> float:
+    """Median wall time of a fresh process that imports torch + diffusers and loads the pipeline."""
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-c", FLOOR, str(model_dir)], env=_env(cache), check=True, capture_output=True
+        )
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def server_run(cache: Path, runs: int, direct: InProcess) -> tuple[float, float, float, int]:
+    """Cold start, then median latency over HTTP and in-process, interleaved; and peak RSS in KiB."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "knsd",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=_env(cache),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with httpx.Client(timeout=60) as client:
+            while True:
+                try:
+                    if client.get(url + "/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None:
+                    raise RuntimeError("knsd serve exited during start-up")
+                time.sleep(0.01)
+            cold = time.perf_counter() - t0
+            http_times, direct_times = [], []
+            for i in range(runs + 3):
+                # Alternate so that drift in machine speed hits both sides alike.
+                t = time.perf_counter()
+                client.post(url + "/sdapi/v1/txt2img", json=REQUEST).raise_for_status()
+                http = time.perf_counter() - t
+                t = time.perf_counter()
+                direct()
+                if i >= 3:
+                    direct_times.append(time.perf_counter() - t)
+                    http_times.append(http)
+        rss = 0
+        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                rss = int(line.split()[1])
+        return cold, statistics.median(http_times), statistics.median(direct_times), rss
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--cold-runs", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="knsd-bench-") as tmp:
+        cache = Path(tmp)
+        from knsd.serve.tiny import ensure_tiny_model
+
+        model_dir = ensure_tiny_model(cache)
+        floor = cold_start_floor(cache, model_dir, args.cold_runs)
+        direct = InProcess(cache)
+        colds, https, directs, rss = [], [], [], 0
+        for _ in range(args.cold_runs):
+            cold, http, inproc, peak = server_run(cache, args.runs, direct)
+            colds.append(cold)
+            https.append(http)
+            directs.append(inproc)
+            rss = max(rss, peak)
+    cold, http, direct_s = statistics.median(colds), statistics.median(https), statistics.median(directs)
+    print("knsd serve benchmark (tiny model, 64x64, 20 steps, Euler)")
+    print(
+        f"  (1) HTTP overhead   server {http * 1000:7.1f} ms / in-process {direct_s * 1000:7.1f} ms"
+        f" = {http / direct_s:.3f}   (goal <= 1.05)"
+    )
+    print(
+        f"  (2) cold start      ready {cold:6.2f} s / floor {floor:6.2f} s"
+        f" = {cold / floor:.3f}   (goal <= 1.3)"
+    )
+    print(f"  (3) peak RSS        {rss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
