@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from knsd.godur import SECOND, DurationError, parse_duration
+from knsd.goconv import SECOND, DurationError, parse_duration, parse_float, parse_int
 
 GROUP = "autoscaling.knative.dev"
 CLASS = f"{GROUP}/class"
@@ -58,7 +58,7 @@ def get_float(annotations: Mapping[str, str], key: str) -> float | None:
     if found is None:
         return None
     try:
-        return float(found[1])
+        return parse_float(found[1])
     except ValueError:
         return None
 
@@ -68,10 +68,9 @@ def get_int32(annotations: Mapping[str, str], key: str) -> int | None:
     if found is None:
         return None
     try:
-        value = int(found[1], 10)
-    except ValueError:
+        return parse_int(found[1], 32)
+    except (ValueError, OverflowError):
         return None
-    return value if -(2**31) <= value < 2**31 else None
 
 
 def get_duration(annotations: Mapping[str, str], key: str) -> float | None:

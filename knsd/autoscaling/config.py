@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from knsd.godur import SECOND, DurationError, format_duration, go_float, parse_duration
+from knsd.goconv import (
+    SECOND,
+    DurationError,
+    format_duration,
+    go_float,
+    parse_duration,
+    parse_float,
+    parse_int,
+)
 
 KPA_CLASS = "kpa.autoscaling.knative.dev"
 HPA_CLASS = "hpa.autoscaling.knative.dev"
@@ -19,7 +27,6 @@ WINDOW_MAX_NS = 3600 * SECOND
 PANIC_WINDOW_PERCENTAGE_MIN, PANIC_WINDOW_PERCENTAGE_MAX = 1.0, 100.0
 # Knative's hard-coded RPS utilization (config.go defaultTargetUtilization); not settable via the ConfigMap.
 RPS_TARGET_UTILIZATION = 0.7
-INT32_MAX = 2**31 - 1
 
 
 class ConfigError(ValueError):
@@ -96,27 +103,21 @@ def _go_parse_bool(key: str, raw: str) -> bool:
 def _go_parse_float(key: str, raw: str) -> float:
     value = raw.strip()
     try:
-        if value.lower() in ("nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"):
-            return float(value)
-        if not value or "_" in value:
-            raise ValueError
-        return float(value)
-    except ValueError:
+        return parse_float(value)
+    except ValueError as exc:
         raise ConfigError(
-            f'failed to parse data: failed to parse "{key}": strconv.ParseFloat: parsing "{value}": invalid syntax'
+            f'failed to parse data: failed to parse "{key}": strconv.ParseFloat: parsing "{value}": {exc}'
         ) from None
 
 
 def _go_parse_int32(key: str, raw: str) -> int:
     value = raw.strip()
-    prefix = f'failed to parse data: failed to parse "{key}": strconv.ParseInt: parsing "{value}": '
     try:
-        number = int(value, 10)
-    except ValueError:
-        raise ConfigError(prefix + "invalid syntax") from None
-    if not -(2**31) <= number <= INT32_MAX:
-        raise ConfigError(prefix + "value out of range")
-    return number
+        return parse_int(value, 32)
+    except (ValueError, OverflowError) as exc:
+        raise ConfigError(
+            f'failed to parse data: failed to parse "{key}": strconv.ParseInt: parsing "{value}": {exc}'
+        ) from None
 
 
 def _go_parse_duration(key: str, raw: str) -> float:

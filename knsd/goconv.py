@@ -1,4 +1,4 @@
-"""Go's `time.ParseDuration`, `Duration.String()` and `%v` of a float64, for Knative's exact messages."""
+"""Go's string conversions (`strconv`, `time.ParseDuration`, `%v`), so knsd accepts and words what Knative does."""
 
 from __future__ import annotations
 
@@ -91,3 +91,26 @@ def go_float(x: float) -> str:
         digits = exp.lstrip("+-").rjust(2, "0")
         return f"{mantissa.removesuffix('.0')}e{sign}{digits}"
     return text
+
+
+_INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(
+    r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)", re.IGNORECASE
+)
+
+
+def parse_int(text: str, bits: int = 64) -> int:
+    """`strconv.ParseInt(text, 10, bits)`: ValueError("invalid syntax") or OverflowError("value out of range")."""
+    if not _INT.fullmatch(text):
+        raise ValueError("invalid syntax")
+    value = int(text)
+    if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+        raise OverflowError("value out of range")
+    return value
+
+
+def parse_float(text: str) -> float:
+    """`strconv.ParseFloat(text, 64)` (decimal forms, inf and nan; no spaces or underscores)."""
+    if not _FLOAT.fullmatch(text):
+        raise ValueError("invalid syntax")
+    return float(text)
