@@ -7,6 +7,7 @@ KnsdError                     base; `status` is the HTTP status, `exit_code` the
 ├── Unauthorized (401)        missing or wrong credentials
 ├── Unavailable (503)         loading, draining or queue full; `retry_after` seconds
 ├── ModelError (500)          a model could not be built, found or loaded
+├── LocalRuntimeError         the local runtime failed to start, answer or stop
 └── UsageError (exit 2)       a bad flag or setting on the command line; `flag`
 """
 
@@ -76,6 +77,10 @@ class Unavailable(KnsdError):
 
 class ModelError(KnsdError):
     status = 500
+
+
+class LocalRuntimeError(KnsdError):
+    """The local runtime failed to start, answer or stop."""
 
 
 class UsageError(KnsdError):

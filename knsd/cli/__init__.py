@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typer
 
+from knsd.cli import local as _local
 from knsd.cli import serve as _serve
 
 app = typer.Typer(
@@ -15,8 +16,12 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 app.command("serve")(_serve.serve)
+app.command("deploy")(_local.deploy)
+app.command("status")(_local.status)
+app.command("delete")(_local.delete)
 
 
 @app.callback()

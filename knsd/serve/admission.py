@@ -18,6 +18,7 @@ class Admission:
         self.running = 0
         self.waiting = 0
         self.draining = False
+        self.peak = 0  # the most requests held at once (running + waiting) since start
         self._lock = asyncio.Lock()  # asyncio.Lock wakes its waiters in FIFO order
         self._idle = asyncio.Event()
         self._idle.set()
@@ -34,6 +35,7 @@ class Admission:
         if self.busy >= 1 + self.max_queue:
             raise Unavailable("pending request queue full", retry_after=self.retry_after)
         self.waiting += 1
+        self.peak = max(self.peak, self.busy)
         self._idle.clear()
         try:
             await self._lock.acquire()

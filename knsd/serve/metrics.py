@@ -23,6 +23,7 @@ class ServeMetrics:
     step_seconds: Histogram
     images: Counter
     ready: Gauge
+    peak: Gauge
 
 
 def create_metrics() -> ServeMetrics:
@@ -50,4 +51,7 @@ def create_metrics() -> ServeMetrics:
         ),
         images=Counter("knsd_images_generated_total", "Images generated", registry=registry),
         ready=Gauge("knsd_ready", "1 when the model is loaded, warm and not draining", registry=registry),
+        peak=Gauge(
+            "knsd_peak_requests", "Most generation requests held at once since start", registry=registry
+        ),
     )

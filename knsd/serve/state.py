@@ -44,6 +44,7 @@ class ServerState:
         m = self.metrics
         m.queue_depth.set_function(lambda: self.admission.waiting)
         m.inflight.set_function(lambda: self.admission.running)
+        m.peak.set_function(lambda: self.admission.peak)
         m.ready.set_function(lambda: 1.0 if self.readiness() == "ready" else 0.0)
 
     def readiness(self) -> str:

@@ -1,0 +1,128 @@
+"""The ServiceSpec flags, defined once and added to every command that takes a spec (deploy, render, ...).
+
+Flags follow `kn service create` where it has one. `-f knsd.yaml` gives a base spec; flags override it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+
+from knsd.errors import UsageError
+from knsd.spec import ServiceSpec
+
+
+def _pairs(flag: str, values: list[str] | None) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(flag, f"expected KEY=VALUE, got {item!r}")
+        out.append((key, value))
+    return tuple(out)
+
+
+# name -> (annotation, typer.Option); defaults are None so a knsd.yaml value is not overridden silently.
+SPEC_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "name": (str | None, typer.Option(None, "--name", help="Service name [default: sd]")),
+    "file": (Path | None, typer.Option(None, "-f", "--file", help="A knsd.yaml spec; flags override it.")),
+    "model": (
+        str | None,
+        typer.Option(None, "--model", help="'tiny', a diffusers folder or a checkpoint file [default: tiny]"),
+    ),
+    "concurrency_limit": (
+        int | None,
+        typer.Option(None, "--concurrency-limit", help="containerConcurrency, 0-1000 [default: 1]"),
+    ),
+    "scale_min": (int | None, typer.Option(None, "--scale-min", help="min-scale [default: 0]")),
+    "scale_max": (
+        int | None,
+        typer.Option(None, "--scale-max", help="max-scale, 0 = unlimited [default: 10]"),
+    ),
+    "scale_init": (
+        int | None,
+        typer.Option(None, "--scale-init", help="initial-scale [default: cluster's, 1]"),
+    ),
+    "scale_target": (float | None, typer.Option(None, "--scale-target", help="per-pod concurrency target")),
+    "scale_utilization": (
+        float | None,
+        typer.Option(None, "--scale-utilization", help="target-utilization-percentage, 1-100 [default: 100]"),
+    ),
+    "scale_window": (
+        str | None,
+        typer.Option(None, "--scale-window", help="stable window, e.g. 60s (6s-1h)"),
+    ),
+    "scale_down_delay": (str | None, typer.Option(None, "--scale-down-delay", help="e.g. 30s (0s-1h)")),
+    "scale_to_zero_retention": (
+        str | None,
+        typer.Option(None, "--scale-to-zero-retention", help="scale-to-zero-pod-retention-period"),
+    ),
+    "annotation": (
+        list[str] | None,
+        typer.Option(None, "--annotation", help="K=V on the revision template (repeatable)"),
+    ),
+    "env": (list[str] | None, typer.Option(None, "--env", help="K=V environment variable (repeatable)")),
+    "timeout": (
+        int | None,
+        typer.Option(None, "--timeout", help="request timeout in seconds [default: 300]"),
+    ),
+    "affinity": (str | None, typer.Option(None, "--affinity", help="cookie or none [default: profile's]")),
+    "cookie_name": (str | None, typer.Option(None, "--cookie-name", help="affinity cookie [default: sd]")),
+    "cookie_timeout": (
+        int | None,
+        typer.Option(None, "--cookie-timeout", help="affinity cookie max-age, seconds [default: 1800]"),
+    ),
+}
+
+
+def build_spec(values: dict[str, Any]) -> ServiceSpec:
+    """Spec from `-f` (if given) with the flags that were set on top."""
+    base: dict[str, Any] = {}
+    path = values.pop("file", None)
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise UsageError("-f", f"cannot read {path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise UsageError("-f", f"{path} must hold a mapping of spec fields")
+        base = ServiceSpec.from_json({k.replace("-", "_"): v for k, v in loaded.items()}).to_json()
+    overrides: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None or value == []:
+            continue
+        if key == "annotation":
+            overrides["annotations"] = tuple(base.get("annotations", ())) + _pairs("--annotation", value)
+        elif key == "env":
+            overrides["env"] = tuple(base.get("env", ())) + _pairs("--env", value)
+        elif key == "affinity" and value not in ("cookie", "none"):
+            raise UsageError("--affinity", f"must be cookie or none, got {value!r}")
+        else:
+            overrides[key] = value
+    return ServiceSpec.from_json({**base, **overrides})
+
+
+def with_spec(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the spec flags to a Typer command; it receives `spec: ServiceSpec` instead of them."""
+    signature = inspect.signature(command)
+    own = [p for name, p in signature.parameters.items() if name != "spec"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+        for name, (annotation, option) in SPEC_OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        spec_values = {name: kwargs.pop(name) for name in SPEC_OPTIONS}
+        return command(spec=spec_values, **kwargs)
+
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + added
+    )
+    return wrapper

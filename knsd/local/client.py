@@ -1,0 +1,199 @@
+"""The CLI's side of the local runtime: start it in the background, update, query and stop it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from knsd.autoscaling.config import AutoscalerConfig, ConfigError, parse_config, validate_config
+from knsd.errors import LocalRuntimeError, UsageError
+from knsd.local.state import ServiceDir
+from knsd.spec import ServiceSpec
+from knsd.validation import validate_annotations
+
+DEFAULT_ADDRESS = "127.0.0.1:8080"
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError("--local-address", f"expected HOST:PORT with a port in [1, 65535], got {address!r}")
+    return host, int(port)
+
+
+def autoscaler_config(pairs: list[str]) -> tuple[AutoscalerConfig, dict[str, str]]:
+    """`--autoscaler-config KEY=VALUE` pairs, parsed and validated with Knative's rules and messages."""
+    data: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError("--autoscaler-config", f"expected KEY=VALUE, got {pair!r}")
+        data[key.strip()] = value
+    try:
+        return validate_config(parse_config(data)), data
+    except ConfigError as exc:
+        raise UsageError("--autoscaler-config", str(exc)) from exc
+
+
+def check_spec(spec: ServiceSpec, config: AutoscalerConfig) -> None:
+    """Knative's annotation validation, before anything starts."""
+    errors = validate_annotations(spec.template_annotations(), config)
+    if errors:
+        raise UsageError("--annotation/--scale-*", "Knative would reject this revision:\n" + errors)
+    if spec.model != "tiny" and not Path(spec.model).expanduser().exists():
+        raise UsageError(
+            "--model", f"{spec.model!r} not found: use 'tiny', a diffusers folder or a checkpoint file"
+        )
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def status(name: str, cache: Path | None = None) -> dict[str, Any]:
+    """The running runtime's `/.knsd/status`."""
+    directory = ServiceDir.for_name(name, cache)
+    state = directory.read_state()
+    if directory.running_pid() is None or state is None:
+        raise LocalRuntimeError(
+            f"no local service {name!r} is running (knsd deploy --local --name {name} starts one)"
+        )
+    try:
+        return httpx.get(state["url"] + "/.knsd/status", timeout=5).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise LocalRuntimeError(f"local service {name!r} does not answer at {state['url']}: {exc}") from exc
+
+
+def deploy(
+    spec: ServiceSpec,
+    config_pairs: dict[str, str],
+    address: str,
+    wait_timeout: float,
+    progress: Callable[[str], None] = lambda _: None,
+    cache: Path | None = None,
+) -> dict[str, Any]:
+    """Start (or update) the runtime for `spec.name` and wait until it is Ready; return its status."""
+    host, port = parse_address(address)
+    directory = ServiceDir.for_name(spec.name, cache)
+    pid = directory.running_pid()
+    if pid is not None:
+        state = directory.read_state() or {}
+        if state.get("address") != f"{host}:{port}":
+            raise UsageError(
+                "--local-address",
+                f"{spec.name!r} already runs at {state.get('address')}; use that address or delete it first",
+            )
+        url = state["url"]
+        try:
+            reply = httpx.post(
+                url + "/.knsd/update", json={"spec": spec.to_json(), "config": config_pairs}, timeout=30
+            )
+        except httpx.HTTPError as exc:
+            raise LocalRuntimeError(f"local service {spec.name!r} does not answer at {url}: {exc}") from exc
+        if reply.status_code != 200:
+            raise LocalRuntimeError(f"update rejected: {reply.text}")
+        revision = reply.json()["revision"]
+        progress(f"Updating service '{spec.name}': new revision {revision}")
+    else:
+        if not _port_free(host, port):
+            raise UsageError("--local-address", f"{host}:{port} is already in use")
+        directory.root.mkdir(parents=True, exist_ok=True)
+        directory.write_state(
+            {"name": spec.name, "address": f"{host}:{port}", "url": f"http://{host}:{port}", "spec": spec.to_json(),
+             "config": config_pairs}
+        )  # fmt: skip
+        with open(directory.log_file, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "knsd.local.runtime", str(directory.root)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # outlives this command, like a daemon
+                env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")},
+            )
+        pid = proc.pid
+        revision = None
+        progress(f"Creating service '{spec.name}' (local runtime pid {pid})")
+    return _wait_ready(directory, pid, revision, wait_timeout, progress)
+
+
+def _wait_ready(
+    directory: ServiceDir, pid: int, revision: str | None, timeout: float, progress: Callable[[str], None]
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    last = ""
+    url = (directory.read_state() or {}).get("url", "")
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            raise LocalRuntimeError(
+                f"the local runtime exited during start-up; its log:\n{directory.log_tail()}"
+            )
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            st = httpx.get(url + "/.knsd/status", timeout=2).json()
+            cur = st["revisions"][-1] if st["revisions"] else None
+            if cur is not None:
+                ready = sum(1 for p in cur["pods"] if p["state"] == "ready")
+                line = f"  revision {cur['name']}: {ready}/{cur['desired_scale']} pods ready"
+                if line != last:
+                    progress(line)
+                    last = line
+                if st["latest_ready_revision"] == (revision or cur["name"]) and cur["ready"]:
+                    return st
+                failed = [p for p in cur["pod_history"] if p["state"] == "failed"]
+                if failed:
+                    tail = Path(directory.pods_dir / f"{failed[-1]['name']}.log")
+                    log_tail = tail.read_text(errors="replace").splitlines()[-15:] if tail.exists() else []
+                    raise LocalRuntimeError(
+                        f"pod {failed[-1]['name']} exited with code {failed[-1]['exit_code']}:\n"
+                        + "\n".join(log_tail)
+                    )
+        time.sleep(0.2)
+    raise LocalRuntimeError(f"not Ready after {timeout:g}s (see {directory.log_file})")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)  # our child: reap it if it exited
+        return waited == 0
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def delete(name: str, timeout: float = 330.0, cache: Path | None = None) -> bool:
+    """Stop the runtime and all its pods; False if none was running."""
+    directory = ServiceDir.for_name(name, cache)
+    pid = directory.running_pid()
+    if pid is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        directory.pid_file.unlink()
+    return True
