@@ -28,10 +28,11 @@ lint: install
 check: lint test
 
 demo: install
-	bash loadtest/demo.sh
+	$(BIN)/python loadtest/demo.py
 
 bench: install
 	$(BIN)/python loadtest/bench_serve.py
+	$(BIN)/python loadtest/bench_local.py
 
 image:
 	@engine=$$(command -v podman || command -v docker); \

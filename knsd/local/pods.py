@@ -220,8 +220,12 @@ def pod_command(model: str, concurrency_limit: int, drain_timeout: float) -> lis
     ]
 
 
-def pod_env(extra: dict[str, str]) -> dict[str, str]:
+def pod_env(extra: dict[str, str], max_pods: int) -> dict[str, str]:
+    """The pods' environment; CPU threads are shared out so that pods on one machine do not oversubscribe it."""
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")
+    # Several torch processes with a full OpenMP team each spin against each other on a small machine.
+    threads = max(1, (os.cpu_count() or 1) // max(1, max_pods))
+    env.setdefault("OMP_NUM_THREADS", str(threads))
     env.update(extra)
     return env

@@ -24,6 +24,7 @@ class ServeMetrics:
     images: Counter
     ready: Gauge
     peak: Gauge
+    warmup: Gauge
 
 
 def create_metrics() -> ServeMetrics:
@@ -51,6 +52,7 @@ def create_metrics() -> ServeMetrics:
         ),
         images=Counter("knsd_images_generated_total", "Images generated", registry=registry),
         ready=Gauge("knsd_ready", "1 when the model is loaded, warm and not draining", registry=registry),
+        warmup=Gauge("knsd_warmup_seconds", "Time taken by the warm-up generation", registry=registry),
         peak=Gauge(
             "knsd_peak_requests", "Most generation requests held at once since start", registry=registry
         ),

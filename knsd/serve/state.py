@@ -89,6 +89,7 @@ class ServerState:
                     {"prompt": "warm-up", "steps": 2, "width": 64, "height": 64, "seed": 0}, 1 << 30
                 )
                 seconds = await _timed(self.in_worker(lambda: engine.generate(warm, job="warm-up")))
+                self.metrics.warmup.set(seconds)
                 log.info("warm-up generation done in %.2fs", seconds)
             self.engine = engine
             self.ready_after = time.monotonic() - self.started
