@@ -33,6 +33,7 @@ demo: install
 bench: install
 	$(BIN)/python loadtest/bench_serve.py
 	$(BIN)/python loadtest/bench_local.py
+	$(BIN)/python loadtest/bench_loadtest.py
 
 image:
 	@engine=$$(command -v podman || command -v docker); \

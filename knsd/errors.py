@@ -8,6 +8,7 @@ KnsdError                     base; `status` is the HTTP status, `exit_code` the
 ├── Unavailable (503)         loading, draining or queue full; `retry_after` seconds
 ├── ModelError (500)          a model could not be built, found or loaded
 ├── LocalRuntimeError         the local runtime failed to start, answer or stop
+├── ClusterError              the Kubernetes API refused, failed or could not be reached
 └── UsageError (exit 2)       a bad flag or setting on the command line; `flag`
 """
 
@@ -81,6 +82,10 @@ class ModelError(KnsdError):
 
 class LocalRuntimeError(KnsdError):
     """The local runtime failed to start, answer or stop."""
+
+
+class ClusterError(KnsdError):
+    """The Kubernetes API refused, failed or could not be reached."""
 
 
 class UsageError(KnsdError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typer
 
+from knsd.cli import loadtest as _loadtest
 from knsd.cli import local as _local
 from knsd.cli import serve as _serve
 
@@ -22,6 +23,11 @@ app.command("serve")(_serve.serve)
 app.command("deploy")(_local.deploy)
 app.command("status")(_local.status)
 app.command("delete")(_local.delete)
+app.command(
+    "loadtest",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)(_loadtest.loadtest)
 
 
 @app.callback()

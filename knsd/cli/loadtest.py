@@ -1,0 +1,42 @@
+"""`knsd loadtest`: hey's flags and report, plus scale-out verification."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from knsd.cli.common import cli_errors
+from knsd.errors import UsageError
+from knsd.loadtest.output import hey_csv, hey_text, report_json, scale_text
+from knsd.loadtest.spec import USAGE, parse_args
+
+
+def loadtest(ctx: typer.Context) -> None:
+    """Send load like hey does and report like hey does; with --service/--local, verify scale-out."""
+    args = list(ctx.args)
+    with cli_errors("loadtest"):
+        try:
+            spec = parse_args(args)
+        except UsageError as exc:
+            if exc.flag == "-h":
+                typer.echo(USAGE)
+                raise typer.Exit(0) from None
+            typer.echo(f"knsd loadtest: error: {exc}\n\n{USAGE}", err=True)
+            raise typer.Exit(2) from None
+        from knsd.loadtest.run import execute
+
+        outcome = execute(spec)
+        if spec.output == "csv":
+            sys.stdout.write(hey_csv(outcome.run))
+        elif spec.output == "json":
+            sys.stdout.write(report_json(outcome.summary, outcome.run, outcome.scale) + "\n")
+        else:
+            sys.stdout.write(hey_text(outcome.summary))
+            if outcome.scale is not None:
+                sys.stdout.write(scale_text(outcome.scale))
+        sys.stdout.flush()
+        if outcome.scale is not None and outcome.scale.failures:
+            for failure in outcome.scale.failures:
+                typer.echo(f"knsd loadtest: scale-out check failed: {failure}", err=True)
+            raise typer.Exit(1)
