@@ -40,5 +40,12 @@ image:
 	if [ -z "$$engine" ]; then echo "make image: neither podman nor docker found" >&2; exit 1; fi; \
 	$$engine build -f Containerfile -t knsd:latest .
 
+# The example manifests; tests/test_render.py runs these same lines and fails when manifests/ disagrees.
+manifests: install
+	$(BIN)/knsd render --profile generic -o manifests/generic.yaml
+	$(BIN)/knsd render --profile ack -o manifests/ack.yaml
+	$(BIN)/knsd render --profile tke --qgpu-core 50 --qgpu-memory 8 -o manifests/tke.yaml
+	$(BIN)/knsd render --model-pvc sd-models --model /models/v1-5-pruned-emaonly.safetensors --with-storage -o manifests/storage.yaml
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -40,10 +40,24 @@ class ServiceSpec:
     scale_to_zero_retention: str | None = None
     annotations: tuple[tuple[str, str], ...] = ()
     timeout: int | None = None
+    response_start_timeout: int | None = None  # None: the request timeout when that is above 300 s
     profile: Profile = "generic"
     affinity: Affinity | None = None  # None: the profile's default (cookie for ack)
     cookie_name: str = "sd"
     cookie_timeout: int = 1800
+    service_annotations: tuple[tuple[str, str], ...] = ()
+    requests: tuple[tuple[str, str], ...] = ()
+    limits: tuple[tuple[str, str], ...] = ()
+    gpu: int | None = None  # None: the profile's default (1 for generic and ack)
+    gpu_specs: tuple[str, ...] = ()  # ACK ECI instance types; empty: Alibaba's published defaults for ack
+    gpu_driver: str | None = None
+    qgpu_core: int | None = None
+    qgpu_memory: int | None = None
+    node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[str, ...] = ()  # kubectl taint syntax: key[=value]:Effect
+    runtime_class: str | None = None
+    model_pvc_size: str = "20Gi"
+    storage_class: str | None = None
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name) or len(self.name) > 63:
@@ -66,6 +80,33 @@ class ServiceSpec:
             raise UsageError(
                 "--cookie-timeout", f"must be a positive number of seconds, got {self.cookie_timeout}"
             )
+        if self.profile not in ("generic", "ack", "tke"):
+            raise UsageError("--profile", f"must be generic, ack or tke, got {self.profile!r}")
+        if not 1 <= self.port <= 65535:
+            raise UsageError("--port", f"must be between 1 and 65535, got {self.port}")
+        if self.gpu is not None and self.gpu < 0:
+            raise UsageError("--gpu", f"must be 0 or more, got {self.gpu}")
+        core = self.qgpu_core
+        if core is not None and not (
+            (5 <= core <= 100 and core % 5 == 0) or (core > 100 and core % 100 == 0)
+        ):
+            raise UsageError("--qgpu-core", f"must be 5-100 in steps of 5, or a multiple of 100, got {core}")
+        if self.qgpu_memory is not None and self.qgpu_memory < 1:
+            raise UsageError("--qgpu-memory", f"must be at least 1 (GiB), got {self.qgpu_memory}")
+
+    @property
+    def effective_gpu(self) -> int:
+        """`nvidia.com/gpu` limit: 1 by default for generic and ack (an ECI GPU pod needs it), 0 for tke."""
+        if self.gpu is not None:
+            return self.gpu
+        return 0 if self.profile == "tke" else 1
+
+    @property
+    def effective_response_start_timeout(self) -> int | None:
+        """Knative silently caps the response start at 300 s when timeoutSeconds is larger; say it out loud."""
+        if self.response_start_timeout is not None:
+            return self.response_start_timeout
+        return self.timeout if self.timeout is not None and self.timeout > 300 else None
 
     @property
     def effective_affinity(self) -> Affinity:
@@ -101,8 +142,10 @@ class ServiceSpec:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["env"] = [list(kv) for kv in self.env]
-        data["annotations"] = [list(kv) for kv in self.annotations]
+        for key in ("env", "annotations", "service_annotations", "requests", "limits", "node_selector"):
+            data[key] = [list(kv) for kv in getattr(self, key)]
+        data["gpu_specs"] = list(self.gpu_specs)
+        data["tolerations"] = list(self.tolerations)
         return data
 
     @classmethod
@@ -112,7 +155,10 @@ class ServiceSpec:
         if unknown:
             raise UsageError("-f", f"unknown spec keys: {', '.join(unknown)}")
         values = dict(data)
-        for key in ("env", "annotations"):
+        for key in ("env", "annotations", "service_annotations", "requests", "limits", "node_selector"):
             if key in values:
                 values[key] = tuple(tuple(kv) for kv in values[key])
+        for key in ("gpu_specs", "tolerations"):
+            if key in values:
+                values[key] = tuple(values[key])
         return cls(**values)

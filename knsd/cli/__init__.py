@@ -8,8 +8,8 @@ from __future__ import annotations
 import typer
 
 from knsd.cli import loadtest as _loadtest
-from knsd.cli import local as _local
 from knsd.cli import serve as _serve
+from knsd.cli import service as _service
 
 app = typer.Typer(
     name="knsd",
@@ -20,9 +20,10 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 app.command("serve")(_serve.serve)
-app.command("deploy")(_local.deploy)
-app.command("status")(_local.status)
-app.command("delete")(_local.delete)
+app.command("render")(_service.render)
+app.command("deploy")(_service.deploy)
+app.command("status")(_service.status)
+app.command("delete")(_service.delete)
 app.command(
     "loadtest",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},

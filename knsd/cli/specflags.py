@@ -78,7 +78,82 @@ SPEC_OPTIONS: dict[str, tuple[Any, Any]] = {
         int | None,
         typer.Option(None, "--cookie-timeout", help="affinity cookie max-age, seconds [default: 1800]"),
     ),
+    "namespace": (
+        str | None,
+        typer.Option(None, "--namespace", "-n", help="Kubernetes namespace [default: default]"),
+    ),
+    "image": (
+        str | None,
+        typer.Option(None, "--image", help="container image running knsd serve [default: knsd:latest]"),
+    ),
+    "port": (int | None, typer.Option(None, "--port", help="container port [default: 7860]")),
+    "profile": (str | None, typer.Option(None, "--profile", help="generic, ack or tke [default: generic]")),
+    "gpu": (
+        int | None,
+        typer.Option(None, "--gpu", help="nvidia.com/gpu limit [default: 1 for generic and ack]"),
+    ),
+    "gpu_specs": (
+        str | None,
+        typer.Option(None, "--gpu-specs", help="ACK k8s.aliyun.com/eci-use-specs, comma-separated"),
+    ),
+    "gpu_driver": (
+        str | None,
+        typer.Option(None, "--gpu-driver", help="ACK k8s.aliyun.com/eci-gpu-driver-version, e.g. tesla=535"),
+    ),
+    "qgpu_core": (
+        int | None,
+        typer.Option(None, "--qgpu-core", help="TKE qGPU compute, percent of a card (5-100 step 5)"),
+    ),
+    "qgpu_memory": (int | None, typer.Option(None, "--qgpu-memory", help="TKE qGPU memory, GiB")),
+    "node_selector": (
+        list[str] | None,
+        typer.Option(None, "--node-selector", help="K=V (repeatable; needs a config-features flag)"),
+    ),
+    "toleration": (
+        list[str] | None,
+        typer.Option(None, "--toleration", help="key[=value]:Effect (repeatable; needs a flag)"),
+    ),
+    "runtime_class": (
+        str | None,
+        typer.Option(None, "--runtime-class", help="runtimeClassName (needs a flag)"),
+    ),
+    "request": (list[str] | None, typer.Option(None, "--request", help="cpu=1,memory=8Gi (repeatable)")),
+    "limit": (list[str] | None, typer.Option(None, "--limit", help="cpu=4,memory=16Gi (repeatable)")),
+    "model_pvc": (
+        str | None,
+        typer.Option(None, "--model-pvc", help="PersistentVolumeClaim holding the model"),
+    ),
+    "model_mount": (
+        str | None,
+        typer.Option(None, "--model-mount", help="where the PVC is mounted [default: /models]"),
+    ),
+    "model_pvc_size": (
+        str | None,
+        typer.Option(None, "--model-pvc-size", help="PVC size with --with-storage [default: 20Gi]"),
+    ),
+    "storage_class": (
+        str | None,
+        typer.Option(None, "--storage-class", help="PVC storage class with --with-storage"),
+    ),
+    "annotation_service": (
+        list[str] | None,
+        typer.Option(None, "--annotation-service", help="K=V on the Service's own metadata"),
+    ),
+    "response_start_timeout": (
+        int | None,
+        typer.Option(
+            None,
+            "--response-start-timeout",
+            help="responseStartTimeoutSeconds [default: --timeout when above 300]",
+        ),
+    ),
 }
+
+
+def _resource_pairs(flag: str, values: list[str]) -> tuple[tuple[str, str], ...]:
+    """kn's `--request cpu=100m,memory=256Mi` (comma-separated, repeatable)."""
+    items = [item for value in values for item in value.split(",") if item]
+    return _pairs(flag, items)
 
 
 def build_spec(values: dict[str, Any]) -> ServiceSpec:
@@ -99,8 +174,20 @@ def build_spec(values: dict[str, Any]) -> ServiceSpec:
             continue
         if key == "annotation":
             overrides["annotations"] = tuple(base.get("annotations", ())) + _pairs("--annotation", value)
+        elif key == "annotation_service":
+            overrides["service_annotations"] = tuple(base.get("service_annotations", ())) + _pairs(
+                "--annotation-service", value
+            )
         elif key == "env":
             overrides["env"] = tuple(base.get("env", ())) + _pairs("--env", value)
+        elif key == "node_selector":
+            overrides["node_selector"] = _pairs("--node-selector", value)
+        elif key == "toleration":
+            overrides["tolerations"] = tuple(value)
+        elif key in ("request", "limit"):
+            overrides[key + "s"] = _resource_pairs(f"--{key}", value)
+        elif key == "gpu_specs":
+            overrides["gpu_specs"] = tuple(v.strip() for v in value.split(",") if v.strip())
         elif key == "affinity" and value not in ("cookie", "none"):
             raise UsageError("--affinity", f"must be cookie or none, got {value!r}")
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -79,8 +80,8 @@ class KubeClient:
             listing = core.list_namespaced_pod(self.namespace, label_selector=selector)
         except ApiException as exc:
             raise translate(exc, "list", "pods") from exc
-        except Exception as exc:  # urllib3 connection errors
-            raise ClusterError(f"cannot reach the Kubernetes API server: {exc}") from exc
+        except Exception as exc:
+            raise unreachable(exc) from exc
         for pod in listing.items:
             yield "ADDED", pod_record(pod)
         synced()
@@ -109,11 +110,138 @@ class KubeClient:
                 w.stop()
 
 
-def translate(exc: Any, verb: str, resource: str) -> ClusterError:
-    """An ApiException as a ClusterError with a clear message."""
+def _status_body(exc: Any) -> dict[str, Any]:
+    try:
+        body = json.loads(getattr(exc, "body", "") or "")
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def translate(exc: Any, verb: str, resource: str, namespace: str | None = None) -> ClusterError:
+    """An ApiException as a ClusterError with a clear message (the one place this happens)."""
     status = getattr(exc, "status", None)
+    body = _status_body(exc)
+    message = body.get("message") or getattr(exc, "reason", "") or str(exc)
+    where = f" in namespace {namespace!r}" if namespace else ""
     if status == 403:
-        return ClusterError(f"Forbidden: cannot {verb} {resource} (check the RBAC of your kubeconfig user)")
+        return ClusterError(f"Forbidden: cannot {verb} {resource}{where}: {message}")
     if status == 401:
         return ClusterError("Unauthorized: the API server rejected the credentials of your kubeconfig")
-    return ClusterError(f"Kubernetes API error {status} on {verb} {resource}: {getattr(exc, 'reason', exc)}")
+    if status == 404 and resource.endswith(KNATIVE_GROUP) and not (body.get("details") or {}).get("name"):
+        return ClusterError(
+            f"Knative Serving is not installed: the API server has no {KNATIVE_GROUP}/{KNATIVE_VERSION} API "
+            "(install Knative Serving, or use --local)"
+        )
+    if status in (400, 422) and "admission webhook" in message:
+        return ClusterError(f"Knative rejected the Service: {message}")
+    return ClusterError(f"Kubernetes API error {status} on {verb} {resource}{where}: {message}")
+
+
+KNATIVE_GROUP = "serving.knative.dev"
+KNATIVE_VERSION = "v1"
+SERVICES = f"services.{KNATIVE_GROUP}"
+
+
+def unreachable(exc: Exception) -> ClusterError:
+    """A transport failure, or an answer the client could not read, as a ClusterError."""
+    import urllib3
+
+    if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
+        return ClusterError(f"cannot reach the Kubernetes API server: {exc}")
+    return ClusterError(f"unexpected answer from the Kubernetes API server: {type(exc).__name__}: {exc}")
+
+
+def _call(fn: Callable[..., Any], verb: str, resource: str, namespace: str, *args: Any, **kwargs: Any) -> Any:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return fn(*args, **kwargs)
+    except ApiException as exc:
+        raise translate(exc, verb, resource, namespace) from exc
+    except ClusterError:
+        raise
+    except Exception as exc:
+        raise unreachable(exc) from exc
+
+
+def _is_missing(exc: Any) -> bool:
+    """A 404 for a missing object (not for a missing API group)."""
+    return getattr(exc, "status", None) == 404 and bool((_status_body(exc).get("details") or {}).get("name"))
+
+
+class Cluster:
+    """Knative Services, their pods and PVCs in one namespace."""
+
+    def __init__(self, kube: KubeClient) -> None:
+        from kubernetes import client
+
+        self.kube = kube
+        self.namespace = kube.namespace
+        self.custom = client.CustomObjectsApi(kube.api)
+        self.core = client.CoreV1Api(kube.api)
+
+    def get_service(self, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.custom.get_namespaced_custom_object(
+                KNATIVE_GROUP, KNATIVE_VERSION, self.namespace, "services", name
+            )
+        except ApiException as exc:
+            if _is_missing(exc):
+                return None
+            raise translate(exc, "get", SERVICES, self.namespace) from exc
+        except Exception as exc:
+            raise unreachable(exc) from exc
+
+    def apply_service(self, obj: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Create, or update an existing Service in place; returns ("created"|"updated", the object)."""
+        name = obj["metadata"]["name"]
+        existing = self.get_service(name)
+        if existing is None:
+            created = _call(self.custom.create_namespaced_custom_object, "create", SERVICES, self.namespace,
+                            KNATIVE_GROUP, KNATIVE_VERSION, self.namespace, "services", obj)  # fmt: skip
+            return "created", created
+        patch = {"metadata": {"labels": obj["metadata"].get("labels"), "annotations": obj["metadata"].get("annotations")},
+                 "spec": obj["spec"]}  # fmt: skip
+        patched = _call(self.custom.patch_namespaced_custom_object, "patch", SERVICES, self.namespace,
+                        KNATIVE_GROUP, KNATIVE_VERSION, self.namespace, "services", name, patch,
+                        _content_type="application/merge-patch+json")  # fmt: skip
+        return "updated", patched
+
+    def delete_service(self, name: str) -> bool:
+        """Delete; False if there was nothing to delete."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.custom.delete_namespaced_custom_object(
+                KNATIVE_GROUP, KNATIVE_VERSION, self.namespace, "services", name
+            )
+        except ApiException as exc:
+            if _is_missing(exc):
+                return False
+            raise translate(exc, "delete", SERVICES, self.namespace) from exc
+        except Exception as exc:
+            raise unreachable(exc) from exc
+        return True
+
+    def service_pods(self, name: str) -> list[dict[str, Any]]:
+        listing = _call(self.core.list_namespaced_pod, "list", "pods", self.namespace, self.namespace,
+                        label_selector=f"{KNATIVE_GROUP}/service={name}")  # fmt: skip
+        return [self.kube.api.sanitize_for_serialization(p) for p in listing.items]
+
+    def apply_pvc(self, obj: dict[str, Any]) -> str:
+        """Create the PVC unless it exists (a claim's spec is immutable)."""
+        from kubernetes.client.exceptions import ApiException
+
+        name = obj["metadata"]["name"]
+        try:
+            self.core.read_namespaced_persistent_volume_claim(name, self.namespace)
+            return "exists"
+        except ApiException as exc:
+            if not _is_missing(exc):
+                raise translate(exc, "get", "persistentvolumeclaims", self.namespace) from exc
+        _call(self.core.create_namespaced_persistent_volume_claim, "create", "persistentvolumeclaims", self.namespace,
+              self.namespace, obj)  # fmt: skip
+        return "created"

@@ -19,7 +19,6 @@ from knsd.autoscaling.config import AutoscalerConfig, ConfigError, parse_config,
 from knsd.errors import LocalRuntimeError, UsageError
 from knsd.local.state import ServiceDir
 from knsd.spec import ServiceSpec
-from knsd.validation import validate_annotations
 
 DEFAULT_ADDRESS = "127.0.0.1:8080"
 
@@ -43,17 +42,6 @@ def autoscaler_config(pairs: list[str]) -> tuple[AutoscalerConfig, dict[str, str
         return validate_config(parse_config(data)), data
     except ConfigError as exc:
         raise UsageError("--autoscaler-config", str(exc)) from exc
-
-
-def check_spec(spec: ServiceSpec, config: AutoscalerConfig) -> None:
-    """Knative's annotation validation, before anything starts."""
-    errors = validate_annotations(spec.template_annotations(), config)
-    if errors:
-        raise UsageError("--annotation/--scale-*", "Knative would reject this revision:\n" + errors)
-    if spec.model != "tiny" and not Path(spec.model).expanduser().exists():
-        raise UsageError(
-            "--model", f"{spec.model!r} not found: use 'tiny', a diffusers folder or a checkpoint file"
-        )
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -1,0 +1,225 @@
+"""`knsd render`, `knsd deploy`, `knsd status`, `knsd delete`: one spec, a cluster or the local runtime."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from knsd.autoscaling.config import AutoscalerConfig
+from knsd.cli.common import cli_errors
+from knsd.cli.specflags import build_spec, with_spec
+from knsd.errors import UsageError
+from knsd.local import client as local
+from knsd.render import render_pvc, render_service, to_yaml
+from knsd.spec import ServiceSpec
+from knsd.webhook import check_service
+
+KUBECONFIG = typer.Option(
+    None, "--kubeconfig", help="Path to the kubeconfig [default: $KUBECONFIG or ~/.kube/config]"
+)
+CONTEXT = typer.Option(None, "--context", help="kubeconfig context")
+
+
+def _checked(service: ServiceSpec, config: AutoscalerConfig) -> dict[str, Any]:
+    """Render and check with Knative's rules; warnings go to stderr, errors stop here (exit 2)."""
+    obj = render_service(service)
+    findings = check_service(obj, config, service.model)
+    for warning in findings.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    if not findings.ok:
+        raise UsageError("spec", "Knative would reject this Service:\n" + findings.message())
+    return obj
+
+
+@with_spec
+def render(
+    spec: dict[str, Any],
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write the YAML here instead of stdout."),
+    with_storage: bool = typer.Option(
+        False, "--with-storage", help="Also render the model's PersistentVolumeClaim."
+    ),
+    autoscaler_config: list[str] = typer.Option(
+        [], "--autoscaler-config", help="The cluster's config-autoscaler KEY=VALUE, for validation."
+    ),
+) -> None:
+    """Render the Knative Service (and with --with-storage its PVC) as YAML, validated first."""
+    with cli_errors("render"):
+        service = build_spec(spec)
+        config, _ = local.autoscaler_config(autoscaler_config)
+        objects = [_checked(service, config)]
+        if with_storage:
+            pvc = render_pvc(service)
+            if pvc is None:
+                raise UsageError("--with-storage", "needs --model-pvc NAME")
+            objects.append(pvc)
+        text = to_yaml(objects)
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            output.write_text(text)
+            typer.echo(f"Service '{service.name}' rendered to '{output}'.", err=True)
+
+
+@with_spec
+def deploy(
+    spec: dict[str, Any],
+    local_runtime: bool = typer.Option(
+        False, "--local", help="Run on this machine: the embedded local runtime."
+    ),
+    local_address: str = typer.Option(
+        local.DEFAULT_ADDRESS, "--local-address", help="Where the local route listens."
+    ),
+    autoscaler_config: list[str] = typer.Option(
+        [], "--autoscaler-config", help="config-autoscaler KEY=VALUE (repeatable)"
+    ),
+    kubeconfig: str | None = KUBECONFIG,
+    context: str | None = CONTEXT,
+    with_storage: bool = typer.Option(False, "--with-storage", help="Also create the model's PVC."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until the Service is Ready."),
+    wait_timeout: float = typer.Option(600.0, "--wait-timeout", min=1, help="Seconds to wait for Ready."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would be sent, send nothing."),
+) -> None:
+    """Create or update a Stable Diffusion Service and wait until it is Ready; print its URL."""
+    with cli_errors("deploy"):
+        service = build_spec(spec)
+        config, pairs = local.autoscaler_config(autoscaler_config)
+        obj = _checked(service, config)
+        pvc = render_pvc(service) if with_storage else None
+        if with_storage and pvc is None:
+            raise UsageError("--with-storage", "needs --model-pvc NAME")
+        if dry_run:
+            sys.stdout.write(to_yaml([o for o in (pvc, obj) if o is not None]))
+            return
+        if local_runtime:
+            _deploy_local(service, pairs, local_address, wait_timeout)
+        else:
+            _deploy_cluster(service, obj, pvc, kubeconfig, context, wait, wait_timeout)
+
+
+def _deploy_local(service: ServiceSpec, pairs: dict[str, str], address: str, wait_timeout: float) -> None:
+    if service.model != "tiny" and not Path(service.model).expanduser().exists():
+        raise UsageError(
+            "--model", f"{service.model!r} not found: use 'tiny', a diffusers folder or a checkpoint file"
+        )
+    started = time.monotonic()
+    status = local.deploy(service, pairs, address, wait_timeout, progress=typer.echo)
+    typer.echo(f"Service '{service.name}' is Ready ({time.monotonic() - started:.1f}s): revision "
+               f"{status['latest_ready_revision']}")  # fmt: skip
+    typer.echo(status["url"])
+
+
+def _deploy_cluster(
+    service: ServiceSpec,
+    obj: dict[str, Any],
+    pvc: dict[str, Any] | None,
+    kubeconfig: str | None,
+    context: str | None,
+    wait: bool,
+    wait_timeout: float,
+) -> None:
+    from knsd.cluster.deploy import wait_ready
+    from knsd.cluster.kube import Cluster, KubeClient
+
+    cluster = Cluster(KubeClient.connect(kubeconfig=kubeconfig, context=context, namespace=service.namespace))
+    if pvc is not None:
+        typer.echo(f"PersistentVolumeClaim '{pvc['metadata']['name']}': {cluster.apply_pvc(pvc)}.")
+    verb, _ = cluster.apply_service(obj)
+    ns = cluster.namespace
+    if not wait:
+        typer.echo(f"Service '{service.name}' {verb} in namespace '{ns}'.")
+        return
+    typer.echo(
+        f"{'Creating' if verb == 'created' else 'Updating'} service '{service.name}' in namespace '{ns}':\n"
+    )
+    ready = wait_ready(cluster, service.name, wait_timeout, progress=typer.echo)
+    status = ready.get("status") or {}
+    typer.echo(f"\nService '{service.name}' {verb} to latest revision '{status.get('latestReadyRevisionName')}' "
+               f"is available at URL:\n{status.get('url', '')}")  # fmt: skip
+
+
+def status(
+    name: str = typer.Argument(..., help="Service name."),
+    local_runtime: bool = typer.Option(False, "--local", help="A service of the local runtime."),
+    namespace: str | None = typer.Option(None, "--namespace", "-n", help="Kubernetes namespace"),
+    kubeconfig: str | None = KUBECONFIG,
+    context: str | None = CONTEXT,
+    as_json: bool = typer.Option(False, "--json", help="The full status as JSON."),
+) -> None:
+    """Show a Service: URL, revision, traffic, conditions and pods (locally also the autoscaler's state)."""
+    with cli_errors("status"):
+        if local_runtime:
+            st = local.status(name)
+            typer.echo(json.dumps(st, indent=2) if as_json else format_local_status(st))
+            return
+        from knsd.cluster.describe import describe
+        from knsd.cluster.kube import Cluster, KubeClient
+
+        cluster = Cluster(KubeClient.connect(kubeconfig=kubeconfig, context=context, namespace=namespace))
+        svc = cluster.get_service(name)
+        if svc is None:
+            raise UsageError("NAME", f"service '{name}' not found in namespace '{cluster.namespace}'")
+        pods = cluster.service_pods(name)
+        typer.echo(json.dumps({"service": svc, "pods": pods}, indent=2) if as_json else describe(svc, pods))
+
+
+def format_local_status(st: dict[str, Any]) -> str:
+    """kn-describe-like text for a local service (pure)."""
+    cur = st.get("current") or {}
+    lines = [
+        f"Name:       {st['name']}",
+        f"URL:        {st['url']}",
+        f"Revision:   {st.get('latest_ready_revision') or '-'} (latest {st.get('latest_revision')})",
+        f"Ready:      {'True' if st['ready'] else 'False'}",
+        "",
+        "Autoscaler:",
+        f"  Desired scale:        {cur.get('desired_scale')} (decider {cur.get('decider_desired')})",
+        f"  Panic:                {'yes' if cur.get('panic') else 'no'}",
+        f"  Concurrency stable:   {cur.get('stable_concurrency', 0):.2f}",
+        f"  Concurrency panic:    {cur.get('panic_concurrency', 0):.2f}",
+        f"  Buffered / in flight: {cur.get('buffered', 0)} / {cur.get('inflight', 0)}",
+        f"  PA / SKS:             {cur.get('active')} / {cur.get('sks_mode')}",
+        "",
+        "Pods:",
+    ]
+    pods = cur.get("pods") or []
+    if not pods:
+        lines.append("  (none)")
+    now = st.get("now", time.time())
+    for pod in pods:
+        age = now - pod["created"]
+        startup = f"{pod['startup_seconds']:.1f}s" if pod.get("startup_seconds") is not None else "-"
+        lines.append(
+            f"  {pod['name']:<22} {pod['state']:<12} inflight {pod['inflight']}  age {age:5.0f}s  startup {startup}"
+        )
+    return "\n".join(lines)
+
+
+def delete(
+    name: str = typer.Argument(..., help="Service name."),
+    local_runtime: bool = typer.Option(False, "--local", help="A service of the local runtime."),
+    namespace: str | None = typer.Option(None, "--namespace", "-n", help="Kubernetes namespace"),
+    kubeconfig: str | None = KUBECONFIG,
+    context: str | None = CONTEXT,
+    timeout: float = typer.Option(330.0, "--timeout", min=1, help="Seconds to wait until it is gone."),
+) -> None:
+    """Delete a Service and wait until it (and, locally, its pods) is gone."""
+    with cli_errors("delete"):
+        if local_runtime:
+            typer.echo(
+                f"Service '{name}' deleted."
+                if local.delete(name, timeout)
+                else f"Service '{name}' was not running."
+            )
+            return
+        from knsd.cluster.deploy import delete_and_wait
+        from knsd.cluster.kube import Cluster, KubeClient
+
+        cluster = Cluster(KubeClient.connect(kubeconfig=kubeconfig, context=context, namespace=namespace))
+        if not delete_and_wait(cluster, name, timeout):
+            raise UsageError("NAME", f"service '{name}' not found in namespace '{cluster.namespace}'")
+        typer.echo(f"Service '{name}' successfully deleted in namespace '{cluster.namespace}'.")
