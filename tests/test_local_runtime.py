@@ -150,7 +150,10 @@ def test_buffered_request_times_out_with_504(cache: Path) -> None:
         (["--autoscaler-config", "nope=1"], "unknown config-autoscaler key 'nope'"),
         (["--autoscaler-config", "stable-window"], "expected KEY=VALUE"),
         (["--scale-min", "5", "--scale-max", "2"], "max-scale=2 is less than min-scale=5"),
-        (["--scale-window", "1s"], "expected 6s <= 1s <= 1h0m0s: autoscaling.knative.dev/window"),
+        (
+            ["--scale-window", "1s"],
+            "expected 6s <= 1s <= 1h0m0s: spec.template.metadata.annotations.autoscaling.knative.dev/window",
+        ),
         (["--scale-init", "0"], "initial-scale=0 not allowed by cluster"),
         (["--annotation", "autoscaling.knative.dev/target=0"], "target 0 should be at least 0.01"),
         (["--concurrency-limit", "1001"], "--concurrency-limit: must be between 0 and 1000, got 1001"),

@@ -8,7 +8,6 @@ import typer
 
 from knsd.cli.common import cli_errors
 from knsd.errors import UsageError
-from knsd.loadtest.output import hey_csv, hey_text, report_json, scale_text
 from knsd.loadtest.spec import USAGE, parse_args
 
 
@@ -24,6 +23,7 @@ def loadtest(ctx: typer.Context) -> None:
                 raise typer.Exit(0) from None
             typer.echo(f"knsd loadtest: error: {exc}\n\n{USAGE}", err=True)
             raise typer.Exit(2) from None
+        from knsd.loadtest.output import hey_csv, hey_text, report_json, scale_text
         from knsd.loadtest.run import execute
 
         outcome = execute(spec)

@@ -12,13 +12,13 @@ import typer
 
 from knsd.autoscaling.config import AutoscalerConfig
 from knsd.cli.common import cli_errors
-from knsd.cli.specflags import build_spec, with_spec
+from knsd.cli.specflags import autoscaler_config_from, build_spec, with_spec
 from knsd.errors import UsageError
-from knsd.local import client as local
 from knsd.render import render_pvc, render_service, to_yaml
 from knsd.spec import ServiceSpec
 from knsd.webhook import check_service
 
+DEFAULT_ADDRESS = "127.0.0.1:8080"
 KUBECONFIG = typer.Option(
     None, "--kubeconfig", help="Path to the kubeconfig [default: $KUBECONFIG or ~/.kube/config]"
 )
@@ -50,7 +50,7 @@ def render(
     """Render the Knative Service (and with --with-storage its PVC) as YAML, validated first."""
     with cli_errors("render"):
         service = build_spec(spec)
-        config, _ = local.autoscaler_config(autoscaler_config)
+        config, _ = autoscaler_config_from(autoscaler_config)
         objects = [_checked(service, config)]
         if with_storage:
             pvc = render_pvc(service)
@@ -72,7 +72,7 @@ def deploy(
         False, "--local", help="Run on this machine: the embedded local runtime."
     ),
     local_address: str = typer.Option(
-        local.DEFAULT_ADDRESS, "--local-address", help="Where the local route listens."
+        DEFAULT_ADDRESS, "--local-address", help="Where the local route listens."
     ),
     autoscaler_config: list[str] = typer.Option(
         [], "--autoscaler-config", help="config-autoscaler KEY=VALUE (repeatable)"
@@ -87,7 +87,7 @@ def deploy(
     """Create or update a Stable Diffusion Service and wait until it is Ready; print its URL."""
     with cli_errors("deploy"):
         service = build_spec(spec)
-        config, pairs = local.autoscaler_config(autoscaler_config)
+        config, pairs = autoscaler_config_from(autoscaler_config)
         obj = _checked(service, config)
         pvc = render_pvc(service) if with_storage else None
         if with_storage and pvc is None:
@@ -102,6 +102,8 @@ def deploy(
 
 
 def _deploy_local(service: ServiceSpec, pairs: dict[str, str], address: str, wait_timeout: float) -> None:
+    from knsd.local import client as local
+
     if service.model != "tiny" and not Path(service.model).expanduser().exists():
         raise UsageError(
             "--model", f"{service.model!r} not found: use 'tiny', a diffusers folder or a checkpoint file"
@@ -153,6 +155,8 @@ def status(
     """Show a Service: URL, revision, traffic, conditions and pods (locally also the autoscaler's state)."""
     with cli_errors("status"):
         if local_runtime:
+            from knsd.local import client as local
+
             st = local.status(name)
             typer.echo(json.dumps(st, indent=2) if as_json else format_local_status(st))
             return
@@ -210,6 +214,8 @@ def delete(
     """Delete a Service and wait until it (and, locally, its pods) is gone."""
     with cli_errors("delete"):
         if local_runtime:
+            from knsd.local import client as local
+
             typer.echo(
                 f"Service '{name}' deleted."
                 if local.delete(name, timeout)

@@ -14,6 +14,7 @@ from typing import Any
 import typer
 import yaml
 
+from knsd.autoscaling.config import AutoscalerConfig, ConfigError, parse_config, validate_config
 from knsd.errors import UsageError
 from knsd.spec import ServiceSpec
 
@@ -154,6 +155,15 @@ def _resource_pairs(flag: str, values: list[str]) -> tuple[tuple[str, str], ...]
     """kn's `--request cpu=100m,memory=256Mi` (comma-separated, repeatable)."""
     items = [item for value in values for item in value.split(",") if item]
     return _pairs(flag, items)
+
+
+def autoscaler_config_from(pairs: list[str]) -> tuple[AutoscalerConfig, dict[str, str]]:
+    """`--autoscaler-config KEY=VALUE` pairs, parsed and validated with Knative's rules and messages."""
+    data = dict(_pairs("--autoscaler-config", pairs))
+    try:
+        return validate_config(parse_config(data)), data
+    except ConfigError as exc:
+        raise UsageError("--autoscaler-config", str(exc)) from exc
 
 
 def build_spec(values: dict[str, Any]) -> ServiceSpec:

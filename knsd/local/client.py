@@ -15,12 +15,9 @@ from typing import Any
 
 import httpx
 
-from knsd.autoscaling.config import AutoscalerConfig, ConfigError, parse_config, validate_config
 from knsd.errors import LocalRuntimeError, UsageError
 from knsd.local.state import ServiceDir
 from knsd.spec import ServiceSpec
-
-DEFAULT_ADDRESS = "127.0.0.1:8080"
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -28,20 +25,6 @@ def parse_address(address: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError("--local-address", f"expected HOST:PORT with a port in [1, 65535], got {address!r}")
     return host, int(port)
-
-
-def autoscaler_config(pairs: list[str]) -> tuple[AutoscalerConfig, dict[str, str]]:
-    """`--autoscaler-config KEY=VALUE` pairs, parsed and validated with Knative's rules and messages."""
-    data: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError("--autoscaler-config", f"expected KEY=VALUE, got {pair!r}")
-        data[key.strip()] = value
-    try:
-        return validate_config(parse_config(data)), data
-    except ConfigError as exc:
-        raise UsageError("--autoscaler-config", str(exc)) from exc
 
 
 def _port_free(host: str, port: int) -> bool:
