@@ -10,6 +10,7 @@ import typer
 from knsd.cli import loadtest as _loadtest
 from knsd.cli import serve as _serve
 from knsd.cli import service as _service
+from knsd.cli import simulate as _simulate
 
 app = typer.Typer(
     name="knsd",
@@ -24,6 +25,7 @@ app.command("render")(_service.render)
 app.command("deploy")(_service.deploy)
 app.command("status")(_service.status)
 app.command("delete")(_service.delete)
+app.command("simulate")(_simulate.simulate)
 app.command(
     "loadtest",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},

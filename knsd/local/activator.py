@@ -1,23 +1,19 @@
-"""The local activator's routing core: pods with free slots, a bounded FIFO buffer, concurrency accounting.
+"""The local activator: the shared routing policy with asyncio futures, and the concurrency meter.
 
-Like Knative's activator with containerConcurrency <= 3 ("first available"): a request goes to a ready
-pod with a free slot; otherwise it waits in a bounded buffer (also while scaling from zero) until a slot
-frees or its deadline passes. No HTTP here: `knsd.local.proxy` forwards the requests.
+No HTTP here: `knsd.local.proxy` forwards the requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from knsd.local.pods import Pod
+from knsd.local.routing import BufferFull, Router
 
-
-class BufferFull(Exception):
-    """The activator's buffer is full (Knative: 503 "pending request queue full")."""
+__all__ = ["Activator", "BufferFull", "BufferTimeout", "ConcurrencyMeter"]
 
 
 class BufferTimeout(Exception):
@@ -28,7 +24,6 @@ class BufferTimeout(Exception):
 class _Waiter:
     future: asyncio.Future[Pod]
     pinned: str | None
-    enqueued: float = field(default_factory=time.monotonic)
 
 
 def _granted(future: asyncio.Future[Pod]) -> bool:
@@ -36,7 +31,7 @@ def _granted(future: asyncio.Future[Pod]) -> bool:
 
 
 class ConcurrencyMeter:
-    """The time-weighted average of (in flight + buffered) requests per second, as Knative reports it."""
+    """The time-weighted average of (in flight + buffered) requests per period, as Knative reports it."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
@@ -64,63 +59,49 @@ class ConcurrencyMeter:
         return area / elapsed, requests
 
 
+def _hand_over(waiter: _Waiter, pod: Pod) -> None:
+    if not waiter.future.done():
+        waiter.future.set_result(pod)
+
+
 class Activator:
-    """Routes requests to pods with free capacity; buffers the rest."""
+    """Routes requests to pods with free capacity; buffers the rest until a slot or their deadline."""
 
     def __init__(self, container_concurrency: int, buffer_limit: int = 10_000) -> None:
-        # containerConcurrency 0 means unlimited; the activator then never holds a request back.
-        self.capacity = container_concurrency if container_concurrency > 0 else 1 << 30
-        self.buffer_limit = buffer_limit
-        self.pods: dict[str, Pod] = {}  # ready pods, oldest first ("first available")
-        self._waiters: deque[_Waiter] = deque()
+        self.router: Router[Pod, _Waiter] = Router(container_concurrency, buffer_limit, _hand_over)
         self.meter = ConcurrencyMeter()
 
     @property
+    def pods(self) -> dict[str, Pod]:
+        return self.router.pods
+
+    @property
     def buffered(self) -> int:
-        return len(self._waiters)
+        return self.router.buffered
 
     @property
     def inflight(self) -> int:
-        return sum(p.inflight for p in self.pods.values())
+        return self.router.inflight
 
     def add_pod(self, pod: Pod) -> None:
-        self.pods[pod.name] = pod
-        self._dispatch()
+        self.router.add_pod(pod)
 
     def remove_pod(self, pod: Pod) -> None:
-        """The pod stops receiving requests (terminating or gone); waiters pinned to it go anywhere."""
-        self.pods.pop(pod.name, None)
-        for waiter in self._waiters:
-            if waiter.pinned == pod.name:
-                waiter.pinned = None
-        self._dispatch()
+        self.router.remove_pod(pod)
 
-    def _free(self, pinned: str | None) -> Pod | None:
-        if pinned is not None and pinned in self.pods:
-            pod = self.pods[pinned]
-            return pod if pod.inflight < self.capacity else None
-        for pod in self.pods.values():
-            if pod.inflight < self.capacity:
-                return pod
-        return None
-
-    def _take(self, pod: Pod) -> Pod:
-        pod.inflight += 1
-        pod.max_inflight = max(pod.max_inflight, pod.inflight)
-        return pod
+    def release(self, pod: Pod) -> None:
+        """The request on `pod` finished (or failed)."""
+        self.meter.change(-1)
+        self.router.release(pod)
 
     async def acquire(self, pinned: str | None, timeout: float | None) -> Pod:
         """A pod slot for one request, in FIFO order; buffered until one frees or `timeout` passes."""
         self.meter.change(+1)
         try:
             waiter = _Waiter(asyncio.get_running_loop().create_future(), pinned)
-            self._waiters.append(waiter)
-            self._dispatch()  # FIFO: served at once only if no earlier request can take the slot
+            self.router.submit(waiter)
             if waiter.future.done():
                 return waiter.future.result()
-            if len(self._waiters) > self.buffer_limit:
-                self._waiters.remove(waiter)
-                raise BufferFull("pending request queue full")
             try:
                 return await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
             except TimeoutError:
@@ -129,45 +110,19 @@ class Activator:
                 raise BufferTimeout("activator request timeout") from None
             except asyncio.CancelledError:
                 if _granted(waiter.future):  # the client left just as a slot was handed over
-                    self._give_back(waiter.future.result())
+                    self.router.give_back(waiter.future.result())
                 raise
             finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
+                self.router.cancel(waiter)
                 if not waiter.future.done():
                     waiter.future.cancel()
         except BaseException:
             self.meter.change(-1)
             raise
 
-    def release(self, pod: Pod) -> None:
-        """The request on `pod` finished (or failed)."""
-        pod.inflight -= 1
-        pod.served += 1
-        self.meter.change(-1)
-        self._dispatch()
-
-    def _give_back(self, pod: Pod) -> None:
-        pod.inflight -= 1
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        """Hand free slots to waiters in FIFO order (a waiter pinned to a busy pod does not block others)."""
-        for waiter in list(self._waiters):
-            if waiter.future.done():
-                self._waiters.remove(waiter)
-                continue
-            pod = self._free(waiter.pinned)
-            if pod is None:
-                if waiter.pinned is None:
-                    break  # no free slot anywhere
-                continue
-            self._waiters.remove(waiter)
-            waiter.future.set_result(self._take(pod))
-
     def fail_waiters(self, exc: Exception) -> None:
         """Fail every buffered request (shutdown)."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
+        while self.router.waiters:
+            waiter = self.router.waiters.popleft()
             if not waiter.future.done():
                 waiter.future.set_exception(exc)

@@ -51,6 +51,7 @@ class Pod:
     log_path: Path
     state: PodState = "pending"
     ready_at: float | None = None
+    stopping_at: float | None = None  # when it was told to stop (SIGTERM)
     terminated_at: float | None = None
     exit_code: int | None = None
     inflight: int = 0
@@ -75,6 +76,7 @@ class Pod:
             "created": self.created,
             "ready_at": self.ready_at,
             "startup_seconds": None if self.ready_at is None else round(self.ready_at - self.created, 3),
+            "stopping_at": self.stopping_at,
             "terminated_at": self.terminated_at,
             "exit_code": self.exit_code,
         }
@@ -179,6 +181,7 @@ class PodSet:
         """SIGTERM: the pod stops admitting, drains, and exits."""
         if pod.state in ("pending", "ready"):
             pod.state = "terminating"
+            pod.stopping_at = self.clock()
             log.info("pod %s terminating (%d in flight)", pod.name, pod.inflight)
             with contextlib.suppress(ProcessLookupError):
                 pod.process.send_signal(signal.SIGTERM)

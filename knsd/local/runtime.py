@@ -28,10 +28,11 @@ from prometheus_client import (
 )
 
 from knsd.autoscaling.config import AutoscalerConfig, ConfigError, parse_config, validate_config
+from knsd.autoscaling.controller import TICK
 from knsd.errors import UsageError
 from knsd.local.pods import Pod, PodSet, pod_command, pod_env
 from knsd.local.proxy import forward, json_response
-from knsd.local.revision import TICK, Revision
+from knsd.local.revision import Revision
 from knsd.local.state import ServiceDir
 from knsd.spec import ServiceSpec
 

@@ -86,6 +86,9 @@ class MetricsMiddleware:
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                # A1111 sends the processing time on every response; clients and knsd simulate read it.
+                elapsed = f"{time.perf_counter() - started:.4f}".encode()
+                message = {**message, "headers": [*message.get("headers", []), (b"x-process-time", elapsed)]}
             await send(message)
 
         try:

@@ -1,0 +1,86 @@
+"""What to simulate: the spec as given, always-on references, and sweeps over one knob."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from knsd.autoscaling.config import KEYS, AutoscalerConfig, ConfigError, parse_config, validate_config
+from knsd.errors import UsageError
+from knsd.simulate.dist import Distribution
+from knsd.simulate.engine import SimResult, Simulation
+from knsd.simulate.workload import Workload
+from knsd.spec import ServiceSpec
+from knsd.validation import validate_annotations
+
+# Sweepable spec knobs: flag name -> (ServiceSpec field, type)
+SPEC_KNOBS: dict[str, tuple[str, type]] = {
+    "scale-min": ("scale_min", int),
+    "scale-max": ("scale_max", int),
+    "scale-init": ("scale_init", int),
+    "scale-target": ("scale_target", float),
+    "scale-utilization": ("scale_utilization", float),
+    "scale-window": ("scale_window", str),
+    "scale-down-delay": ("scale_down_delay", str),
+    "scale-to-zero-retention": ("scale_to_zero_retention", str),
+    "concurrency-limit": ("concurrency_limit", int),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    spec: ServiceSpec
+    config: AutoscalerConfig
+
+
+def _check(spec: ServiceSpec, config: AutoscalerConfig, flag: str) -> None:
+    errors = validate_annotations(spec.template_annotations(), config)
+    if errors:
+        raise UsageError(flag, "Knative would reject this revision:\n" + errors)
+
+
+def references(spec: ServiceSpec, config: AutoscalerConfig, peak_pods: int) -> list[Scenario]:
+    """Always-on references: min-scale = max-scale, and min-scale 1."""
+    size = spec.scale_max or max(1, peak_pods)
+    fixed = dataclasses.replace(spec, scale_min=size, scale_max=size, scale_init=None)
+    one = dataclasses.replace(spec, scale_min=max(1, spec.scale_min), scale_init=None)
+    return [Scenario(f"always on (min = max = {size})", fixed, config), Scenario("min-scale 1", one, config)]
+
+
+def sweep(text: str, spec: ServiceSpec, config: AutoscalerConfig) -> list[Scenario]:
+    """`KEY=v1,v2,...` over a spec knob (scale-window, scale-min, ...) or a config-autoscaler key."""
+    key, sep, values = text.partition("=")
+    key = key.strip().removeprefix("--")
+    items = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not items:
+        raise UsageError("--sweep", f"expected KEY=v1,v2,..., got {text!r}")
+    out = []
+    for value in items:
+        name = f"{key}={value}"
+        if key in SPEC_KNOBS:
+            field, kind = SPEC_KNOBS[key]
+            try:
+                converted = kind(value)
+            except ValueError:
+                raise UsageError("--sweep", f"{key} takes a {kind.__name__}, got {value!r}") from None
+            variant = dataclasses.replace(spec, **{field: converted})
+            _check(variant, config, "--sweep")
+            out.append(Scenario(name, variant, config))
+        elif key in KEYS:
+            try:
+                variant_config = validate_config(parse_config({key: value}, base=config))
+            except ConfigError as exc:
+                raise UsageError("--sweep", str(exc)) from exc
+            _check(spec, variant_config, "--sweep")
+            out.append(Scenario(name, spec, variant_config))
+        else:
+            known = ", ".join(sorted(SPEC_KNOBS) + sorted(KEYS))
+            raise UsageError("--sweep", f"unknown knob {key!r}; one of: {known}")
+    return out
+
+
+def run(
+    scenario: Scenario, workload: Workload, service: Distribution, cold: Distribution, seed: int
+) -> SimResult:
+    return Simulation(scenario.spec, scenario.config, workload, service, cold, seed).run()
