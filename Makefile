@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python loadtest/bench_serve.py
 	$(BIN)/python loadtest/bench_local.py
 	$(BIN)/python loadtest/bench_loadtest.py
+	$(BIN)/python loadtest/bench_simulate.py
 
 image:
 	@engine=$$(command -v podman || command -v docker); \
