@@ -178,20 +178,9 @@ def _window(m: dict[str, str]) -> list[FieldError]:
     return []
 
 
-def _last_pod_retention(m: dict[str, str]) -> list[FieldError]:
-    parsed = _duration(m, a.SCALE_TO_ZERO_POD_RETENTION)
-    if parsed is None:
-        return []
-    if isinstance(parsed, FieldError):
-        return [parsed]
-    k, v, ns = parsed
-    if ns < 0 or ns > WINDOW_MAX_NS:
-        return [out_of_bounds(v, format_duration(0), format_duration(WINDOW_MAX_NS), k)]
-    return []
-
-
-def _scale_down_delay(m: dict[str, str]) -> list[FieldError]:
-    parsed = _duration(m, a.SCALE_DOWN_DELAY)
+def _duration_within_window(m: dict[str, str], key: str, whole_seconds: bool) -> list[FieldError]:
+    """0 <= d <= 1h (Knative caps these at the longest window); optionally whole seconds."""
+    parsed = _duration(m, key)
     if parsed is None:
         return []
     if isinstance(parsed, FieldError):
@@ -200,9 +189,17 @@ def _scale_down_delay(m: dict[str, str]) -> list[FieldError]:
     if ns < 0 or ns > WINDOW_MAX_NS:
         return [out_of_bounds(v, format_duration(0), format_duration(WINDOW_MAX_NS), k)]
     # Go's Duration.Round(time.Second) != d
-    if ns % SECOND:
+    if whole_seconds and ns % SECOND:
         return [generic("must be specified with at most second precision", k)]
     return []
+
+
+def _last_pod_retention(m: dict[str, str]) -> list[FieldError]:
+    return _duration_within_window(m, a.SCALE_TO_ZERO_POD_RETENTION, whole_seconds=False)
+
+
+def _scale_down_delay(m: dict[str, str]) -> list[FieldError]:
+    return _duration_within_window(m, a.SCALE_DOWN_DELAY, whole_seconds=True)
 
 
 def _metric(c: AutoscalerConfig, m: dict[str, str]) -> list[FieldError]:

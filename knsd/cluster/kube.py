@@ -152,12 +152,23 @@ def unreachable(exc: Exception) -> ClusterError:
     return ClusterError(f"unexpected answer from the Kubernetes API server: {type(exc).__name__}: {exc}")
 
 
-def _call(fn: Callable[..., Any], verb: str, resource: str, namespace: str, *args: Any, **kwargs: Any) -> Any:
+def _call(
+    fn: Callable[..., Any],
+    verb: str,
+    resource: str,
+    namespace: str,
+    *args: Any,
+    missing_ok: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """Call the API; errors become ClusterError here. With `missing_ok`, a missing object gives None."""
     from kubernetes.client.exceptions import ApiException
 
     try:
         return fn(*args, **kwargs)
     except ApiException as exc:
+        if missing_ok and _is_missing(exc):
+            return None
         raise translate(exc, verb, resource, namespace) from exc
     except ClusterError:
         raise
@@ -182,18 +193,8 @@ class Cluster:
         self.core = client.CoreV1Api(kube.api)
 
     def get_service(self, name: str) -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            return self.custom.get_namespaced_custom_object(
-                KNATIVE_GROUP, KNATIVE_VERSION, self.namespace, "services", name
-            )
-        except ApiException as exc:
-            if _is_missing(exc):
-                return None
-            raise translate(exc, "get", SERVICES, self.namespace) from exc
-        except Exception as exc:
-            raise unreachable(exc) from exc
+        return _call(self.custom.get_namespaced_custom_object, "get", SERVICES, self.namespace,
+                     KNATIVE_GROUP, KNATIVE_VERSION, self.namespace, "services", name, missing_ok=True)  # fmt: skip
 
     def apply_service(self, obj: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """Create, or update an existing Service in place; returns ("created"|"updated", the object)."""
@@ -212,19 +213,9 @@ class Cluster:
 
     def delete_service(self, name: str) -> bool:
         """Delete; False if there was nothing to delete."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            self.custom.delete_namespaced_custom_object(
-                KNATIVE_GROUP, KNATIVE_VERSION, self.namespace, "services", name
-            )
-        except ApiException as exc:
-            if _is_missing(exc):
-                return False
-            raise translate(exc, "delete", SERVICES, self.namespace) from exc
-        except Exception as exc:
-            raise unreachable(exc) from exc
-        return True
+        gone = _call(self.custom.delete_namespaced_custom_object, "delete", SERVICES, self.namespace,
+                     KNATIVE_GROUP, KNATIVE_VERSION, self.namespace, "services", name, missing_ok=True)  # fmt: skip
+        return gone is not None
 
     def service_pods(self, name: str) -> list[dict[str, Any]]:
         listing = _call(self.core.list_namespaced_pod, "list", "pods", self.namespace, self.namespace,
@@ -233,15 +224,11 @@ class Cluster:
 
     def apply_pvc(self, obj: dict[str, Any]) -> str:
         """Create the PVC unless it exists (a claim's spec is immutable)."""
-        from kubernetes.client.exceptions import ApiException
-
         name = obj["metadata"]["name"]
-        try:
-            self.core.read_namespaced_persistent_volume_claim(name, self.namespace)
+        found = _call(self.core.read_namespaced_persistent_volume_claim, "get", "persistentvolumeclaims",
+                      self.namespace, name, self.namespace, missing_ok=True)  # fmt: skip
+        if found is not None:
             return "exists"
-        except ApiException as exc:
-            if not _is_missing(exc):
-                raise translate(exc, "get", "persistentvolumeclaims", self.namespace) from exc
         _call(self.core.create_namespaced_persistent_volume_claim, "create", "persistentvolumeclaims", self.namespace,
               self.namespace, obj)  # fmt: skip
         return "created"
