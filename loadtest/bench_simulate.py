@@ -27,9 +27,13 @@ def main() -> None:
         parse_distribution("30s", "--cold-start"),
     ).run()
     elapsed = time.perf_counter() - started
-    print("knsd simulate benchmark (one simulated day, Poisson 10 req/s, lognormal 2 s service, 30 s cold start)")
+    print(
+        "knsd simulate benchmark (one simulated day, Poisson 10 req/s, lognormal 2 s service, 30 s cold start)"
+    )
     print(f"  {result.requests} requests, {len(result.pods)} pods created, {result.gpu_hours:.1f} GPU-hours")
-    print(f"  {elapsed:.1f} s of compute for 86400 s simulated = {86400 / elapsed:,.0f}x real time   (goal: seconds)")
+    print(
+        f"  {elapsed:.1f} s of compute for 86400 s simulated = {86400 / elapsed:,.0f}x real time   (goal: seconds)"
+    )
 
 
 if __name__ == "__main__":

@@ -135,7 +135,9 @@ def load_model(
             if config is not None:
                 kwargs["config"] = str(config)
             pipe = StableDiffusionPipeline.from_single_file(str(source.path), **kwargs)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (
+        Exception
+    ) as exc:  # diffusers raises many kinds (OSError, ValueError, SingleFileComponentError, ...)
         hint = ""
         if source.kind == "single_file" and config is None:
             hint = (

@@ -1,0 +1,64 @@
+"""Single-file checkpoints (like v1-5-pruned-emaonly.safetensors) through the same loading path."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.torch import save_file
+
+from knsd.serve.engine import Engine
+from knsd.serve.params import parse_txt2img
+from tests.helpers import start_serve, wait_for
+from tests.ldm_checkpoint import pipeline_to_ldm
+
+pytestmark = pytest.mark.slow
+REQUEST = {"prompt": "pretty dog", "width": 64, "height": 64, "steps": 4, "seed": 5}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model written in the original (LDM) single-file layout, as SD 1.5 ships."""
+    volume = tmp_path_factory.mktemp("models")
+    path = volume / "v1-5-tiny-emaonly.safetensors"
+    save_file(pipeline_to_ldm(tiny_model.txt2img), str(path))
+    return path
+
+
+def _generate(url: str) -> np.ndarray:
+    r = httpx.post(url + "/sdapi/v1/txt2img", json=REQUEST, timeout=60)
+    assert r.status_code == 200, r.text
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))))
+
+
+@pytest.mark.parametrize("as_volume", [False, True], ids=["file", "volume"])
+def test_single_file_serves_the_same_pixels(
+    tiny_model, cache: Path, checkpoint: Path, tmp_path: Path, as_volume: bool
+) -> None:
+    model = checkpoint.parent if as_volume else checkpoint
+    proc, url = start_serve(cache, "--model", str(model), "--model-config", str(tiny_model.source.path),
+                            log=tmp_path / "serve.log")  # fmt: skip
+    try:
+        wait_for(url + "/readyz", 120)
+        models = httpx.get(url + "/sdapi/v1/sd-models").json()
+        assert models[0]["model_name"] == "v1-5-tiny-emaonly" and models[0]["filename"] == str(checkpoint)
+        expected = np.asarray(Engine(tiny_model).generate(parse_txt2img(REQUEST, 1 << 30))[0])
+        assert np.array_equal(_generate(url), expected)
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_single_file_without_a_config_offline_is_a_clear_error(
+    cache: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "serve.log"
+    proc, _ = start_serve(cache, "--model", str(checkpoint), log=log)
+    assert proc.wait(120) == 1
+    text = log.read_text()
+    assert "could not load" in text and "--model-config" in text
