@@ -8,7 +8,7 @@ themselves are in `knsd.autoscaling.windows`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from knsd.autoscaling.windows import MaxWindow
 
@@ -126,8 +126,3 @@ class Autoscaler:
         else:
             ebc = -1.0
         return ScaleResult(valid=True, desired_pod_count=_int32(desired), excess_burst_capacity=_int32(ebc))
-
-
-def with_reachable(spec: DeciderSpec, reachable: bool) -> DeciderSpec:
-    """The same spec with another reachability."""
-    return replace(spec, reachable=reachable)

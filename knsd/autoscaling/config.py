@@ -230,8 +230,3 @@ def validate_config(c: AutoscalerConfig) -> AutoscalerConfig:
     if c.min_scale < 0 or (c.max_scale > 0 and c.min_scale > c.max_scale):
         raise ConfigError(f"min-scale = {c.min_scale}, must be in [0, max-scale({c.max_scale})] range")
     return c
-
-
-def config_keys() -> list[str]:
-    """The `config-autoscaler` keys knsd understands."""
-    return sorted(KEYS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,7 +21,3 @@ def cli_errors(command: str) -> Iterator[None]:
     except KeyboardInterrupt:
         typer.echo(f"knsd {command}: interrupted", err=True)
         raise typer.Exit(130) from None
-
-
-def echo_err(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
