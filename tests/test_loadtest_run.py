@@ -128,3 +128,40 @@ def test_report_layout_and_counts_match_hey(cache: Path, server: str) -> None:
         assert _shape(ours.stdout) == _shape(theirs.stdout), path
         counts = re.compile(r"^  \[(\d+)\]\t(\d+)", re.M)
         assert counts.findall(ours.stdout) == counts.findall(theirs.stdout), path
+
+
+def test_progress_line_on_a_terminal_only(cache: Path, server: str) -> None:
+    import os
+    import pty
+    import sys
+
+    from tests.helpers import knsd_env
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "knsd", "loadtest", "-n", "300", "-c", "2", server + "/ok"],
+                            env=knsd_env(cache), stdout=subprocess.PIPE, stderr=slave)  # fmt: skip
+    os.close(slave)
+    out, _ = proc.communicate(timeout=60)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    terminal = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0 and "300/300 requests, 0 errors" in terminal
+    assert "Summary:" in out.decode() and "requests, 0 errors" not in out.decode()
+    piped = knsd(cache, "loadtest", "-n", "300", "-c", "2", server + "/ok")
+    assert "requests, 0 errors" not in piped.stderr  # nothing extra when not a TTY
+
+
+def test_proxy_flag_sends_through_the_proxy(server: str) -> None:
+    # The loopback server answers absolute-form requests like a forward proxy would; the target host does
+    # not exist, so a 200 proves the request went through the proxy.
+    address = server.removeprefix("http://")
+    out = run("-n", "3", "-c", "1", "-x", address, "http://knsd-target.invalid/ok")
+    assert out.summary.status_codes == {200: 3} and not out.summary.errors

@@ -85,6 +85,7 @@ async def run_load(spec: LoadSpec, progress_stream: TextIO = sys.stderr) -> Outc
             scale.ready_at_start = sum(1 for p in first.values() if p.ready)
             watcher = asyncio.create_task(watch(source, scale, done))
         run = await engine.execute()
+        progress.update(run, force=True)
         progress.close()
         if scale is not None and source is not None:
             done.set()
