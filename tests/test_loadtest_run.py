@@ -102,7 +102,7 @@ def test_open_loop_rate_measures_from_the_schedule(server: str) -> None:
     assert out.summary.fastest >= 0.19
 
 
-def test_csv_and_json_outputs(cache: Path, server: str) -> None:
+def test_csv_and_json_outputs(cache: Path, server: str, tmp_path: Path) -> None:
     csv = knsd(cache, "loadtest", "-n", "4", "-c", "2", "-o", "csv", server + "/ok")
     rows = csv.stdout.strip().split("\n")
     assert csv.returncode == 0 and rows[0].startswith("response-time,DNS+dialup,DNS") and len(rows) == 5
@@ -110,6 +110,11 @@ def test_csv_and_json_outputs(cache: Path, server: str) -> None:
     data = json.loads(knsd(cache, "loadtest", "-n", "10", "-c", "2", "-o", "json", server + "/ok").stdout)
     assert data["summary"]["requests"] == 10 and "p99.9" in data["latency_percentiles"]
     assert data["status_codes"] == {"200": 10}
+    assert len(data["requests"]) == 10 and {r["status"] for r in data["requests"]} == {200}
+    trace = tmp_path / "run.json"
+    trace.write_text(json.dumps(data))
+    simulated = knsd(cache, "simulate", "--trace", str(trace), "--no-references", "-o", "json")
+    assert simulated.returncode == 0 and json.loads(simulated.stdout)["requests"] == 10
 
 
 def _shape(report: str) -> list[str]:

@@ -60,6 +60,10 @@ def test_workloads(tmp_path: Path) -> None:
     csv.write_text("response-time,DNS+dialup,DNS,Request-write,Response-delay,Response-read,status-code,offset\n"
                    "0.1,0,0,0,0.1,0,200,1.5\n0.1,0,0,0,0.1,0,200,0.5\n")  # fmt: skip
     assert trace(csv).arrivals == [0.5, 1.5]
+    report = tmp_path / "lt.json"
+    report.write_text(json.dumps({"summary": {}, "requests": [{"offset": 2.0, "latency": 0.1, "status": 200},
+                                                              {"offset": 1.0, "latency": 0.1, "status": 200}]}))  # fmt: skip
+    assert trace(report).arrivals == [1.0, 2.0]
     with pytest.raises(UsageError):
         trace(tmp_path / "missing")
 

@@ -106,6 +106,11 @@ def report_json(summary: Summary, run: RunResult, scale: ScaleReport | None) -> 
         "errors": dict(summary.errors),
         "first_response": run.first_response,
         "started": run.started,
+        # Every successful request, in completion order: when it was sent (from the start), its latency, status.
+        "requests": [
+            {"offset": round(r.offset, 6), "latency": round(r.total, 6), "status": r.status}
+            for r in run.results
+        ],
     }
     if scale is not None:
         data["scale_out"] = scale.to_json()

@@ -70,8 +70,11 @@ def trace(path: Path) -> Workload:
     try:
         if text.lstrip().startswith("{") or text.lstrip().startswith("["):
             data = json.loads(text)
-            items = data.get("arrivals", data) if isinstance(data, dict) else data
-            times = [float(x) for x in items]
+            if isinstance(data, dict) and "requests" in data:  # knsd loadtest -o json
+                times = [float(r["offset"]) for r in data["requests"]]
+            else:
+                items = data.get("arrivals", data) if isinstance(data, dict) else data
+                times = [float(x) for x in items]
         elif text.startswith("response-time,"):
             times = [float(row["offset"]) for row in csv.DictReader(text.splitlines())]
         else:
