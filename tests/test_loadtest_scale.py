@@ -43,21 +43,36 @@ def test_local_scale_out_from_zero_and_back(cache: Path) -> None:
         assert "Scale-out:" in short.stdout and "Max ready pods:" in short.stdout
 
 
+def _once_watching(fake, delay: float, action) -> threading.Thread:
+    """Run `action` `delay` seconds after the load tester has listed the pods and started watching them."""
+
+    def run() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+            q.get("watch") in ("true", "True") for _, _, q in fake.requests
+        ):
+            time.sleep(0.02)
+        time.sleep(delay)
+        action()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 def test_kubernetes_pod_watch(tmp_path: Path) -> None:
     with fake_kube(tmp_path) as (fake, config), aiohttp_server(app()) as target:
         fake.add_pod("sd-00001-deployment-a", "sd", ready=True)
         fake.add_pod("other-00001-deployment-x", "other", ready=True)
 
         def scale_up() -> None:
-            time.sleep(0.6)
             fake.add_pod("sd-00001-deployment-b", "sd")
             fake.add_pod("sd-00001-deployment-c", "sd")
-            time.sleep(0.6)
+            time.sleep(0.4)
             fake.set_ready("sd-00001-deployment-b")
             fake.set_ready("sd-00001-deployment-c")
 
-        cluster = threading.Thread(target=scale_up)
-        cluster.start()
+        cluster = _once_watching(fake, 0.3, scale_up)
         spec = parse_args(["-z", "2.5s", "-c", "2", "-q", "20", "--service", "sd", "--kubeconfig", str(config),
                            "--expect-pods", "3", target + "/ok"])  # fmt: skip
         outcome = execute(spec)
@@ -78,10 +93,11 @@ def test_kubernetes_pod_watch(tmp_path: Path) -> None:
 def test_kubernetes_expect_zero_after(tmp_path: Path) -> None:
     with fake_kube(tmp_path) as (fake, config), aiohttp_server(app()) as target:
         fake.add_pod("sd-a", "sd", ready=True)
-        threading.Timer(3.0, fake.delete_pod, args=("sd-a",)).start()
+        cluster = _once_watching(fake, 2.0, lambda: fake.delete_pod("sd-a"))
         spec = parse_args(["-n", "4", "-c", "2", "--service", "sd", "--kubeconfig", str(config),
                            "--expect-zero-after", "10", target + "/ok"])  # fmt: skip
         outcome = execute(spec)
+        cluster.join()
         assert outcome.scale is not None and outcome.scale.failures == []
         assert outcome.scale.zero_after is not None and 1.5 < outcome.scale.zero_after < 10
 

@@ -100,7 +100,8 @@ class ScalingController:
             self.panic.record(now, concurrency)
 
     def poke_needed(self) -> bool:
-        return self.replicas == 0 or self.decider_desired == 0
+        """At zero, and not yet reported this period (the activator reports the first request once)."""
+        return not self._poked and (self.replicas == 0 or self.decider_desired == 0)
 
     def poke(self, now: float) -> None:
         """Knative's fast path: the first request at zero is reported at once; the caller ticks next."""

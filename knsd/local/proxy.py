@@ -38,7 +38,8 @@ async def forward(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     body = await request.read()
     pinned = request.cookies.get(spec.cookie_name) if spec.effective_affinity == "cookie" else None
     if revision.poke_needed():
-        asyncio.create_task(revision.poke())
+        revision.poke()
+        asyncio.create_task(revision.tick())
     try:
         pod = await revision.activator.acquire(pinned, timeout)
     except BufferFull:

@@ -66,9 +66,9 @@ class Revision:
     def poke_needed(self) -> bool:
         return self.controller.poke_needed()
 
-    async def poke(self) -> None:
+    def poke(self) -> None:
+        """Report the first request at zero at once (synchronously, so concurrent requests report it once)."""
         self.controller.poke(self.clock())
-        await self.tick()
 
     async def tick(self) -> None:
         async with self._tick_lock:

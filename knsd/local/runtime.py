@@ -109,6 +109,7 @@ class Runtime:
         self.session: aiohttp.ClientSession
         self.metrics = RuntimeMetrics(self)
         self.started = time.time()
+        self.tick_origin = self.started
         self._stop = asyncio.Event()
         self._generation = 0
 
@@ -197,8 +198,12 @@ class Runtime:
                 rev.record(now)
 
     async def _tick_loop(self) -> None:
+        # A ticker on absolute times, like Knative's: slow ticks do not push the later ones back.
+        self.tick_origin = time.time()
+        next_tick = self.tick_origin + TICK
         while not self._stop.is_set():
-            await asyncio.sleep(TICK)
+            await asyncio.sleep(max(0.0, next_tick - time.time()))
+            next_tick += TICK
             for rev in list(self.revisions):
                 try:
                     await rev.tick()
@@ -277,6 +282,7 @@ class Runtime:
             "url": self.url,
             "pid": os.getpid(),
             "started": self.started,
+            "tick_origin": self.tick_origin,
             "now": time.time(),
             "ready": serving is not None,
             "latest_revision": self.latest.name if self.latest else None,
