@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -19,10 +20,31 @@ from starlette.types import ASGIApp
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range.
+
+    A port from bind(0) comes from the ephemeral range, where outgoing connections also take their local
+    ports; on a busy machine one of them can grab it before the server binds. Below that range only
+    listeners compete, and the bind check sees them.
+    """
+    floor = _ephemeral_floor()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, max(20001, floor))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
 
 
 @contextmanager

@@ -96,3 +96,22 @@ def test_bad_flag_names_flag_and_range(cache: Path) -> None:
     )
     assert proc.returncode == 2
     assert "--port" in proc.stderr and "65535" in proc.stderr
+
+
+def test_port_zero_reports_the_bound_port(cache: Path, tmp_path: Path) -> None:
+    from tests.helpers import knsd_env
+
+    port_file = tmp_path / "pod.port"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "knsd", "serve", "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file)],
+        env=knsd_env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not port_file.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        port = int(port_file.read_text())
+        assert 0 < port < 65536
+        wait_for(f"http://127.0.0.1:{port}/readyz", 90)
+    finally:
+        _stop(proc)

@@ -45,7 +45,10 @@ def serve(
         help="'tiny' (the embedded model), a diffusers folder or a .safetensors/.ckpt file. Env: KNSD_MODEL.",
     ),
     host: str = typer.Option("0.0.0.0", "--host", help="Address to listen on."),
-    port: int = typer.Option(7860, "--port", min=1, max=65535, help="Port to listen on."),
+    port: int = typer.Option(7860, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
+    port_file: Path | None = typer.Option(
+        None, "--port-file", help="Write the bound port here once listening."
+    ),
     device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device", help="auto picks CUDA when present."),
     dtype: DTypeChoice = typer.Option(
         DTypeChoice.auto, "--dtype", help="auto: float16 on CUDA, float32 on CPU."
@@ -97,6 +100,7 @@ def serve(
         warmup=warmup,
         model_config=model_config,
         log_level=log_level,
+        port_file=port_file,
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -12,7 +12,6 @@ import ctypes
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -31,12 +30,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
     """Linux: the pod gets SIGTERM if the runtime dies, so no pod outlives it."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -128,34 +121,45 @@ class PodSet:
     async def _start(self) -> Pod:
         self._seq += 1
         name = f"{self.revision}-{self._seq:03d}"
-        port = free_port()
         log_path = self.log_dir / f"{name}.log"
+        port_file = self.log_dir / f"{name}.port"
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        port_file.unlink(missing_ok=True)
         with open(log_path, "ab") as out:
+            # Port 0: the pod's kernel picks a free port when it binds and the pod reports it, so no other
+            # process can take the port between choosing and binding it.
             process = await asyncio.create_subprocess_exec(
                 *self.command,
                 "--host",
                 "127.0.0.1",
                 "--port",
-                str(port),
+                "0",
+                "--port-file",
+                str(port_file),
                 env=self.env,
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 stdin=asyncio.subprocess.DEVNULL,
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
-        pod = Pod(name, self.revision, port, process, self.clock(), log_path)
+        pod = Pod(name, self.revision, 0, process, self.clock(), log_path)
         self.pods[name] = pod
         self.history.append(pod)
-        pod.waiter = asyncio.create_task(self._watch(pod))
-        log.info("pod %s starting on port %d (pid %d)", name, port, process.pid)
+        pod.waiter = asyncio.create_task(self._watch(pod, port_file))
+        log.info("pod %s starting (pid %d)", name, process.pid)
         return pod
 
-    async def _watch(self, pod: Pod) -> None:
-        """Probe until ready (or dead), then wait for the process to exit."""
+    async def _watch(self, pod: Pod, port_file: Path) -> None:
+        """Learn the pod's port, probe until ready (or dead), then wait for the process to exit."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1))
         exit_task = asyncio.create_task(pod.process.wait())
+        while not pod.port and not exit_task.done():
+            with contextlib.suppress(OSError, ValueError):
+                pod.port = int(port_file.read_text())
+                log.info("pod %s listening on port %d", pod.name, pod.port)
+            if not pod.port:
+                await asyncio.wait([exit_task], timeout=PROBE_PERIOD / 2)
         while pod.state == "pending" and not exit_task.done():
             with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, OSError):
                 async with self._session.get(pod.url + "/readyz") as r:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 from types import FrameType
 
 import uvicorn
@@ -31,6 +33,16 @@ class DrainingServer(uvicorn.Server):
         self._drain_requested = False
         self._drain_task: asyncio.Task[None] | None = None
         self._fatal = False
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        port_file = self.state.settings.port_file
+        if port_file is not None and self.servers:
+            # With --port 0 the kernel picks a free port at bind time: no race with other processes.
+            port = self.servers[0].sockets[0].getsockname()[1]
+            tmp = port_file.with_name(port_file.name + ".tmp")
+            tmp.write_text(str(port))
+            os.replace(tmp, port_file)
 
     def fatal(self, reason: str) -> None:
         """Stop with exit code 1 (the model could not be loaded)."""

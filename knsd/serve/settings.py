@@ -32,3 +32,4 @@ class ServeSettings:
     model_config: Path | None = None
     cache: Path | None = None
     log_level: str = "info"
+    port_file: Path | None = None  # where to write the bound port (useful with --port 0)
