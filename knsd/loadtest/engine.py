@@ -79,7 +79,7 @@ def _trace() -> aiohttp.TraceConfig:
     return trace
 
 
-def go_error(method: str, url: str, exc: BaseException, timeout: float) -> str:
+def go_error(method: str, url: str, exc: BaseException) -> str:
     """The error as Go's net/http client words it, so error distributions read like hey's."""
     op = f'{method[:1].upper()}{method[1:].lower()} "{url}"'
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
@@ -141,13 +141,28 @@ class Engine:
     def stop(self) -> None:
         self._stop.set()
 
+    def _begin(self, intended: float | None, start: float) -> float:
+        """Open loop: latency counts from when the request should have been sent (timers may fire a little
+        early, so never from later than the actual send)."""
+        return min(intended, start) if intended is not None else start
+
+    def _record(self, result: Result) -> None:
+        self.run.results.append(result)
+        if self.run.first_response is None and 200 <= result.status < 400:
+            self.run.first_response = result.offset + result.total
+        if self.on_result is not None:
+            self.on_result(self.run)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.run.errors[go_error(self.spec.method, self.spec.url, exc)] += 1
+        if self.on_result is not None:
+            self.on_result(self.run)
+
     async def _one(self, session: aiohttp.ClientSession, intended: float | None = None) -> None:
         s = self.spec
         ctx = SimpleNamespace(conn=0.0, dns=0.0, got_conn=None, wrote=None)
         start = time.perf_counter()
-        # Open loop: latency counts from when the request should have been sent (timers may fire a little
-        # early, so never from later than the actual send).
-        begin = min(intended, start) if intended is not None else start
+        begin = self._begin(intended, start)
         try:
             async with session.request(
                 s.method,
@@ -166,11 +181,11 @@ class Engine:
                 size = response.content_length or 0
                 status = response.status
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            self.run.errors[go_error(s.method, s.url, exc, s.timeout)] += 1
+            self._fail(exc)
         else:
             got = ctx.got_conn or start
             wrote = ctx.wrote or got
-            self.run.results.append(
+            self._record(
                 Result(
                     offset=begin - self._t0,
                     total=end - begin,
@@ -183,10 +198,6 @@ class Engine:
                     size=size if size > 0 else 0,
                 )
             )
-            if self.run.first_response is None and 200 <= status < 400:
-                self.run.first_response = end - self._t0
-        if self.on_result is not None:
-            self.on_result(self.run)
 
     async def _one_raw(self, intended: float | None = None) -> None:
         """One request on the raw client; the same measurements as `_one`."""
@@ -194,9 +205,7 @@ class Engine:
         pool = self._pool
         assert pool is not None
         start = time.perf_counter()
-        # Open loop: latency counts from when the request should have been sent (timers may fire a little
-        # early, so never from later than the actual send).
-        begin = min(intended, start) if intended is not None else start
+        begin = self._begin(intended, start)
         loop = asyncio.get_running_loop()
         conn = None
         try:
@@ -220,27 +229,22 @@ class Engine:
         except (TimeoutError, OSError, ConnectionClosed) as exc:
             if conn is not None:
                 conn.closed = True
-            self.run.errors[go_error(s.method, s.url, exc, s.timeout)] += 1
+            self._fail(exc)
         else:
             end = resp.done
             first = resp.first_byte or end
-            self.run.results.append(
+            self._record(
                 Result(begin - self._t0, end - begin, dial, 0.0, 0.0, first - wrote, end - first, resp.status,
                        resp.length if resp.length > 0 else 0)
             )  # fmt: skip
-            if self.run.first_response is None and 200 <= resp.status < 400:
-                self.run.first_response = end - self._t0
         finally:
             if conn is not None:
                 pool.release(conn)
-        if self.on_result is not None:
-            self.on_result(self.run)
 
     async def _follow(self, url: str, begin: float, dial: float) -> None:
         """A redirect from the raw client, followed with aiohttp (as Go's client follows up to 10)."""
         if self._session is None:
             self._session = self._new_session()
-        s = self.spec
         try:
             trace = SimpleNamespace(conn=0.0, dns=0.0, got_conn=None, wrote=None)
             async with self._session.get(
@@ -252,15 +256,13 @@ class Engine:
                 end = time.perf_counter()
                 status, size = response.status, response.content_length or 0
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            self.run.errors[go_error(s.method, s.url, exc, s.timeout)] += 1
+            self._fail(exc)
         else:
-            self.run.results.append(
+            self._record(
                 Result(
                     begin - self._t0, end - begin, dial, 0.0, 0.0, first - begin, end - first, status, size
                 )
             )
-        if self.on_result is not None:
-            self.on_result(self.run)
 
     async def _request(self, intended: float | None = None) -> None:
         if self._pool is not None:

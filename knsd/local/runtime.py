@@ -209,11 +209,6 @@ class Runtime:
                     await rev.tick()
                 except Exception:  # a bug in one tick must not stop the autoscaler
                     log.exception("tick of %s failed", rev.name)
-            self._check_ready_state()
-
-    def _check_ready_state(self) -> None:
-        for rev in self.revisions:
-            self._maybe_promote(rev)
 
     # HTTP
 

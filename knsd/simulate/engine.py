@@ -168,16 +168,12 @@ class Simulation:
 
     def _done(self, req: SimRequest, pod: SimPod) -> None:
         self.meter.change(-1)
-        self.router.release(pod) if pod.state == "ready" else self._drained(pod)
+        self.router.release(pod)
+        if pod.state == "terminating" and pod.inflight == 0:
+            self._gone(pod)  # it drained its last request
         req.end = self.t
         # The activator's timeout covers waiting and the response alike.
         req.status = 504 if req.end - req.arrival > self.timeout else 200
-
-    def _drained(self, pod: SimPod) -> None:
-        pod.inflight -= 1
-        pod.served += 1
-        if pod.state == "terminating" and pod.inflight == 0:
-            self._gone(pod)
 
     def _timeout(self, req: SimRequest) -> None:
         if req.start is None and req.end is None:
