@@ -6,10 +6,10 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-from knsd.autoscaling import annotations as a
-from knsd.autoscaling.config import KPA_CLASS
 from knsd.errors import UsageError
-from knsd.goconv import go_float
+from knsd.knative import annotations as a
+from knsd.knative.config import KPA_CLASS
+from knsd.knative.goconv import go_float
 
 Profile = Literal["generic", "ack", "tke"]
 Affinity = Literal["cookie", "none"]

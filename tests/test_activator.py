@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from knsd.local.activator import Activator, BufferFull, BufferTimeout, ConcurrencyMeter
+from knsd.knative.meter import ConcurrencyMeter
+from knsd.local.activator import Activator, BufferFull, BufferTimeout
 from knsd.local.pods import Pod
 
 

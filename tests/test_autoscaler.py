@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from knsd.autoscaler import Autoscaler, DeciderSpec
-from knsd.autoscaling.config import AutoscalerConfig
-from knsd.autoscaling.scaler import PodAutoscalerState, ServerlessServiceState, active_condition, kpa_scale
-from knsd.autoscaling.target import decider_spec, initial_scale, panic_window, resolve_metric_target
-from knsd.autoscaling.windows import MaxWindow, TimedBuckets, WeightedBuckets
+from knsd.knative.autoscaler import Autoscaler, DeciderSpec
+from knsd.knative.config import AutoscalerConfig
+from knsd.knative.scaler import PodAutoscalerState, ServerlessServiceState, active_condition, kpa_scale
+from knsd.knative.target import decider_spec, initial_scale, panic_window, resolve_metric_target
+from knsd.knative.windows import MaxWindow, TimedBuckets, WeightedBuckets
 
 VECTORS = json.loads((Path(__file__).parent / "data" / "kpa_vectors_sample.json").read_text())
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from knsd.knative.webhook import check_service, schema_errors
 from knsd.render import render_pvc, render_service, to_yaml
 from knsd.spec import ServiceSpec
-from knsd.webhook import check_service, schema_errors
 from tests.helpers import REPO
 from tests.local_helpers import knsd
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from knsd.autoscaling.config import AutoscalerConfig
 from knsd.errors import UsageError
+from knsd.knative.config import AutoscalerConfig
 from knsd.simulate.dist import Distribution, Replay, parse_distribution
 from knsd.simulate.engine import Simulation
 from knsd.simulate.workload import Workload, daily_profile, poisson, trace

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from knsd.validation import AutoscalerConfig, validate_annotations
+from knsd.knative.validation import AutoscalerConfig, validate_annotations
 
 SAMPLE = json.loads((Path(__file__).parent / "data" / "annotation_validation_sample.json").read_text())
 K = "autoscaling.knative.dev/"

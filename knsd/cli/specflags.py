@@ -14,8 +14,8 @@ from typing import Any
 import typer
 import yaml
 
-from knsd.autoscaling.config import AutoscalerConfig, ConfigError, parse_config, validate_config
 from knsd.errors import UsageError
+from knsd.knative.config import AutoscalerConfig, ConfigError, parse_config, validate_config
 from knsd.spec import ServiceSpec
 
 

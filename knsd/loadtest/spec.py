@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from knsd.errors import UsageError
-from knsd.goconv import SECOND, DurationError, parse_duration
+from knsd.knative.goconv import SECOND, DurationError, parse_duration
 
 USAGE = """Usage: knsd loadtest [options...] <url>
 

@@ -7,8 +7,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from knsd.autoscaling.config import AutoscalerConfig
-from knsd.autoscaling.controller import ScalingController, Snapshot
+from knsd.knative.config import AutoscalerConfig
+from knsd.knative.controller import ScalingController, Snapshot
 from knsd.local.activator import Activator
 from knsd.local.pods import Pod, PodSet
 from knsd.spec import ServiceSpec

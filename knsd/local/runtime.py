@@ -27,9 +27,9 @@ from prometheus_client import (
     generate_latest,
 )
 
-from knsd.autoscaling.config import AutoscalerConfig, ConfigError, parse_config, validate_config
-from knsd.autoscaling.controller import TICK
 from knsd.errors import UsageError
+from knsd.knative.config import AutoscalerConfig, ConfigError, parse_config, validate_config
+from knsd.knative.controller import TICK
 from knsd.local.pods import Pod, PodSet, pod_command, pod_env
 from knsd.local.proxy import forward, json_response
 from knsd.local.revision import Revision

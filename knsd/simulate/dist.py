@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass
 
 from knsd.errors import UsageError
-from knsd.goconv import SECOND, DurationError, parse_duration
+from knsd.knative.goconv import SECOND, DurationError, parse_duration
 
 
 def seconds(text: str, flag: str) -> float:

@@ -13,10 +13,10 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from knsd.autoscaling.config import AutoscalerConfig
-from knsd.autoscaling.controller import SCRAPE, TICK, ScalingController
-from knsd.local.activator import ConcurrencyMeter
-from knsd.local.routing import BufferFull, Router
+from knsd.knative.config import AutoscalerConfig
+from knsd.knative.controller import SCRAPE, TICK, ScalingController
+from knsd.knative.meter import ConcurrencyMeter
+from knsd.knative.routing import BufferFull, Router
 from knsd.simulate.dist import Distribution, Replay
 from knsd.simulate.workload import Workload
 from knsd.spec import ServiceSpec

@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from knsd.autoscaling.config import KEYS, AutoscalerConfig, ConfigError, parse_config, validate_config
 from knsd.errors import UsageError
+from knsd.knative.config import KEYS, AutoscalerConfig, ConfigError, parse_config, validate_config
+from knsd.knative.validation import validate_annotations
 from knsd.simulate.dist import Distribution
 from knsd.simulate.engine import SimResult, Simulation
 from knsd.simulate.workload import Workload
 from knsd.spec import ServiceSpec
-from knsd.validation import validate_annotations
 
 # Sweepable spec knobs: flag name -> (ServiceSpec field, type)
 SPEC_KNOBS: dict[str, tuple[str, type]] = {

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from knsd.autoscaling import annotations as a
-from knsd.autoscaling.config import AutoscalerConfig
-from knsd.fielderror import FieldError, generic, invalid_value, out_of_bounds, render, with_prefix
-from knsd.goconv import parse_float
-from knsd.validation import annotation_errors
+from knsd.knative import annotations as a
+from knsd.knative.config import AutoscalerConfig
+from knsd.knative.fielderror import FieldError, generic, invalid_value, out_of_bounds, render, with_prefix
+from knsd.knative.goconv import parse_float
+from knsd.knative.validation import annotation_errors
 
 RESERVED_PORTS = (8012, 8013, 8022, 9090, 9091)  # queue-proxy's and the autoscaler's
 PORT_NAMES = ("", "h2c", "http1")

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from knsd.autoscaling import annotations as a
-from knsd.autoscaling.config import (
+from knsd.knative import annotations as a
+from knsd.knative.config import (
     HPA_CLASS,
     KPA_CLASS,
     TARGET_MIN,
@@ -16,8 +16,8 @@ from knsd.autoscaling.config import (
     WINDOW_MIN_NS,
     AutoscalerConfig,
 )
-from knsd.fielderror import FieldError, generic, invalid_value, out_of_bounds, render
-from knsd.goconv import (
+from knsd.knative.fielderror import FieldError, generic, invalid_value, out_of_bounds, render
+from knsd.knative.goconv import (
     SECOND,
     DurationError,
     format_duration,

@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from knsd.autoscaling import annotations as a
-from knsd.autoscaling.config import AutoscalerConfig
-from knsd.autoscaling.target import initial_scale, scale_bounds, stable_window
+from knsd.knative import annotations as a
+from knsd.knative.config import AutoscalerConfig
+from knsd.knative.target import initial_scale, scale_bounds, stable_window
 
 ActiveCondition = Literal["activating", "active", "inactive"]
 Reachability = Literal["Reachable", "Unreachable", "Unknown"]

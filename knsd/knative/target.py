@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from knsd.autoscaler import DeciderSpec
-from knsd.autoscaling import annotations as a
-from knsd.autoscaling.config import RPS_TARGET_UTILIZATION, TARGET_MIN, AutoscalerConfig
+from knsd.knative import annotations as a
+from knsd.knative.autoscaler import DeciderSpec
+from knsd.knative.config import RPS_TARGET_UTILIZATION, TARGET_MIN, AutoscalerConfig
 
 
 @dataclass(frozen=True, slots=True)

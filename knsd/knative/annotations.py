@@ -1,6 +1,6 @@
 """Reading `autoscaling.knative.dev/*` annotations the way Knative's readers do (pa_lifecycle.go).
 
-Validation lives in `knsd.validation`; here a value that cannot be parsed is treated as absent, as
+Validation lives in `knsd.knative.validation`; here a value that cannot be parsed is treated as absent, as
 Knative's readers do. Legacy camelCase keys are honoured; the new key wins.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from knsd.goconv import SECOND, DurationError, parse_duration, parse_float, parse_int
+from knsd.knative.goconv import SECOND, DurationError, parse_duration, parse_float, parse_int
 
 GROUP = "autoscaling.knative.dev"
 CLASS = f"{GROUP}/class"

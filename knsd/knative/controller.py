@@ -10,18 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from knsd.autoscaler import Autoscaler, ScaleResult
-from knsd.autoscaling import annotations as a
-from knsd.autoscaling.config import AutoscalerConfig
-from knsd.autoscaling.scaler import (
+from knsd.knative import annotations as a
+from knsd.knative.autoscaler import Autoscaler, ScaleResult
+from knsd.knative.config import AutoscalerConfig
+from knsd.knative.scaler import (
     ActiveCondition,
     PodAutoscalerState,
     ServerlessServiceState,
     active_condition,
     kpa_scale,
 )
-from knsd.autoscaling.target import decider_spec, initial_scale, panic_window, scale_bounds, stable_window
-from knsd.autoscaling.windows import TimedBuckets, WeightedBuckets
+from knsd.knative.target import decider_spec, initial_scale, panic_window, scale_bounds, stable_window
+from knsd.knative.windows import TimedBuckets, WeightedBuckets
 
 TICK = 2.0  # Knative's decider tick
 SCRAPE = 1.0  # the metric pipeline's period

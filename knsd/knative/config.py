@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from knsd.goconv import (
+from knsd.knative.goconv import (
     SECOND,
     DurationError,
     format_duration,

@@ -2,7 +2,7 @@
 
 Pure: no I/O and an injected clock (`now`, float seconds). `observed_stable` and `observed_panic` are
 revision-total concurrency (or RPS) averaged over the stable and panic windows; the metric windows
-themselves are in `knsd.autoscaling.windows`.
+themselves are in `knsd.knative.windows`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from knsd.autoscaling.windows import MaxWindow
+from knsd.knative.windows import MaxWindow
 
 __all__ = ["Autoscaler", "DeciderSpec", "ScaleResult"]
 
