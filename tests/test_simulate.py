@@ -87,6 +87,21 @@ def test_burst_scales_to_n_pods_one_request_each() -> None:
     assert sorted(result.latencies) == [12.0, 14.0, 14.0, 14.0, 16.0]
 
 
+def test_a_cold_start_longer_than_the_tail_is_still_served_and_scaled_in() -> None:
+    # The root cause of a flaky sim-vs-real run: on a loaded machine the measured start-up (15 s) outlasted
+    # the simulation's fixed horizon (load + stable window + grace period + 10 s = 23 s here), so the run
+    # stopped before the pods went away (and, with longer starts, reported served requests as 504).
+    config = AutoscalerConfig(allow_zero_initial_scale=True, stable_window=6, scale_to_zero_grace_period=6)
+    for cold in (5.0, 15.0, 120.0):
+        result = Simulation(
+            ServiceSpec(scale_max=3, scale_init=0), config, Workload([0.0, 0.0, 0.0, 1.0], 1.0, "t"),
+            Distribution("fixed", 0.5), Distribution("fixed", cold),
+        ).run()  # fmt: skip
+        assert result.statuses == {200: 4} and result.max_pods == 3
+        # The last pod goes once the stable window (6 s) is empty after the last response, at a tick.
+        assert len(result.zero_at) == 1 and cold + 7 <= result.zero_at[0] <= cold + 12, (cold, result.zero_at)
+
+
 def test_timeouts_and_determinism() -> None:
     slow = _sim([0.0, 0.0], 1.0, cold=30.0, timeout=10)
     assert slow.statuses == {504: 2}
@@ -205,6 +220,7 @@ def test_simulation_agrees_with_the_local_runtime(cache: Path) -> None:
         first_tick=first_tick,
         first_scrape=first_scrape,
     ).run()
+    assert sim.zero_at, f"the simulation never reached zero (start-ups {startups}, service {service:.3f}s)"
     real_p50 = sorted(latency for _, latency, _ in results)[len(results) // 2]
     sim_p50 = sim.latencies[len(sim.latencies) // 2]
     print(f"sim vs real: max pods {sim.max_pods}/{real_max}, zero {sim.zero_at[-1]:.2f}s/{real_zero:.2f}s, "

@@ -101,6 +101,8 @@ class Simulation:
         self.router: Router[SimPod, SimRequest] = Router(spec.concurrency_limit, BUFFER_LIMIT, self._assign)
         self.heap: list[tuple[float, int, int, object]] = []
         self._seq = 0
+        self._working = 0  # DONE and READY events in the heap: requests in service, pods starting
+        self.last_work = 0.0  # when a request or a pod last changed state
         self.pods: list[SimPod] = []
         self.live: list[SimPod] = []  # pending or ready
         self.requests: list[SimRequest] = []
@@ -110,6 +112,7 @@ class Simulation:
 
     def _push(self, when: float, kind: int, obj: object) -> None:
         self._seq += 1
+        self._working += kind != TIMEOUT
         heapq.heappush(self.heap, (when, self._seq, kind, obj))
 
     # pods
@@ -171,7 +174,7 @@ class Simulation:
         self.router.release(pod)
         if pod.state == "terminating" and pod.inflight == 0:
             self._gone(pod)  # it drained its last request
-        req.end = self.t
+        req.end = self.last_work = self.t
         # The activator's timeout covers waiting and the response alike.
         req.status = 504 if req.end - req.arrival > self.timeout else 200
 
@@ -180,11 +183,13 @@ class Simulation:
             self.router.cancel(req)
             self.meter.change(-1)
             req.status, req.end = 504, self.t
+            self.last_work = self.t
 
     def _ready(self, pod: SimPod) -> None:
         if pod.state != "pending":
             return
         pod.state, pod.ready_at = "ready", self.t
+        self.last_work = self.t
         self.router.add_pod(pod)
         self.controller.note_ready(self._ready_count())
 
@@ -203,7 +208,7 @@ class Simulation:
         self.samples.append((self.t, ready, pending, self.controller.replicas, self.router.buffered))
 
     def _tail(self) -> float:
-        """How long after the load the service may still be scaling in."""
+        """How long after its last request or pod start the service may still be scaling in."""
         c = self.controller
         retention = self.config.scale_to_zero_pod_retention_period
         return (
@@ -223,18 +228,23 @@ class Simulation:
             self.pods.append(pod)
             self.live.append(pod)
             self._ready(pod)
-        horizon = self.workload.duration + self._tail()
+        tail = self._tail()
         inf = math.inf
         while True:
             t_arrival = arrivals[i] if i < n else inf
             t_event = self.heap[0][0] if self.heap else inf
             t_next = min(t_arrival, t_event, self.next_scrape, self.next_tick)
-            settled = i >= n and not self.heap and not self.live and not self.router.waiters
-            if t_next > horizon or (settled and t_next >= self.workload.duration):
+            # The tail counts from the last work, not from the end of the workload: a cold start or a
+            # service time longer than the tail must still finish, and the scale-in after it be seen.
+            busy = i < n or self._working > 0 or bool(self.router.waiters)
+            settled = not busy and not self.heap and not self.live
+            horizon = max(self.workload.duration, self.last_work) + tail
+            if (not busy and t_next > horizon) or (settled and t_next >= self.workload.duration):
                 break
             self.t = t_next
             if t_event == t_next:
                 _, _, kind, obj = heapq.heappop(self.heap)
+                self._working -= kind != TIMEOUT
                 if kind == DONE:
                     self._done(*obj)  # type: ignore[misc]
                 elif kind == READY:
