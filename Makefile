@@ -24,6 +24,8 @@ test: install
 lint: install
 	$(BIN)/ruff check knsd tests loadtest
 	$(BIN)/ruff format --check knsd tests loadtest
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 check: lint test
 

@@ -18,10 +18,8 @@ class ServiceApi(Protocol):
 
 
 def condition(svc: dict[str, Any], kind: str = "Ready") -> dict[str, Any] | None:
-    for cond in (svc.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == kind:
-            return cond
-    return None
+    conditions: list[dict[str, Any]] = (svc.get("status") or {}).get("conditions") or []
+    return next((cond for cond in conditions if cond.get("type") == kind), None)
 
 
 def pod_problems(pods: list[dict[str, Any]]) -> list[str]:

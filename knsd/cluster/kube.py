@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from knsd.errors import ClusterError
-from knsd.loadtest.watch import PodRecord
+from knsd.podrecord import PodRecord
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -85,7 +85,7 @@ class KubeClient:
         for pod in listing.items:
             yield "ADDED", pod_record(pod)
         synced()
-        version = listing.metadata.resource_version
+        version = listing.metadata.resource_version if listing.metadata else None
         while not stop.is_set():
             w = watch.Watch()
             try:
@@ -101,7 +101,7 @@ class KubeClient:
             except ApiException as exc:
                 if exc.status == 410:  # resource version too old: list again
                     listing = core.list_namespaced_pod(self.namespace, label_selector=selector)
-                    version = listing.metadata.resource_version
+                    version = listing.metadata.resource_version if listing.metadata else None
                     for pod in listing.items:
                         yield "MODIFIED", pod_record(pod)
                     continue
@@ -193,8 +193,11 @@ class Cluster:
         self.core = client.CoreV1Api(kube.api)
 
     def get_service(self, name: str) -> dict[str, Any] | None:
-        return _call(self.custom.get_namespaced_custom_object, "get", SERVICES, self.namespace,
-                     KNATIVE_GROUP, KNATIVE_VERSION, self.namespace, "services", name, missing_ok=True)  # fmt: skip
+        found: dict[str, Any] | None = _call(
+            self.custom.get_namespaced_custom_object, "get", SERVICES, self.namespace,
+            KNATIVE_GROUP, KNATIVE_VERSION, self.namespace, "services", name, missing_ok=True,
+        )  # fmt: skip
+        return found
 
     def apply_service(self, obj: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """Create, or update an existing Service in place; returns ("created"|"updated", the object)."""

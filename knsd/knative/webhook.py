@@ -50,7 +50,8 @@ class Findings:
 @functools.cache
 def _schema() -> dict[str, Any]:
     data = json.loads(resources.files("knsd").joinpath("data/service_crd_schema.json").read_text())
-    return data["openAPIV3Schema"]
+    schema: dict[str, Any] = data["openAPIV3Schema"]
+    return schema
 
 
 def schema_errors(obj: dict[str, Any]) -> list[str]:

@@ -362,7 +362,7 @@ class Engine:
         return self.run
 
 
-def _expire(future: asyncio.Future[object], conn: object) -> None:
+def _expire(future: asyncio.Future[Any], conn: object) -> None:
     """The per-request timeout (-t): fail the request and drop its connection."""
     if not future.done():
         future.set_exception(TimeoutError())

@@ -87,7 +87,7 @@ async def run_load(spec: LoadSpec, progress_stream: TextIO = sys.stderr) -> Outc
         run = await engine.execute()
         progress.update(run, force=True)
         progress.close()
-        if scale is not None and source is not None:
+        if scale is not None and source is not None and watcher is not None:
             done.set()
             await watcher
             scale.load_ended = time.time()

@@ -13,23 +13,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-
-@dataclass(frozen=True, slots=True)
-class PodRecord:
-    """What is known of one pod; times are wall-clock seconds."""
-
-    name: str
-    created: float
-    ready_at: float | None = None
-    gone_at: float | None = None
-
-    @property
-    def ready(self) -> bool:
-        return self.ready_at is not None and self.gone_at is None
-
-    @property
-    def startup(self) -> float | None:
-        return None if self.ready_at is None else self.ready_at - self.created
+from knsd.podrecord import PodRecord
 
 
 class PodSource(Protocol):

@@ -46,7 +46,8 @@ def status(name: str, cache: Path | None = None) -> dict[str, Any]:
             f"no local service {name!r} is running (knsd deploy --local --name {name} starts one)"
         )
     try:
-        return httpx.get(state["url"] + "/.knsd/status", timeout=5).json()
+        answer: dict[str, Any] = httpx.get(state["url"] + "/.knsd/status", timeout=5).json()
+        return answer
     except (httpx.HTTPError, ValueError) as exc:
         raise LocalRuntimeError(f"local service {name!r} does not answer at {state['url']}: {exc}") from exc
 
@@ -116,7 +117,7 @@ def _wait_ready(
                 f"the local runtime exited during start-up; its log:\n{directory.log_tail()}"
             )
         with contextlib.suppress(httpx.HTTPError, ValueError):
-            st = httpx.get(url + "/.knsd/status", timeout=2).json()
+            st: dict[str, Any] = httpx.get(url + "/.knsd/status", timeout=2).json()
             cur = st["revisions"][-1] if st["revisions"] else None
             if cur is not None:
                 ready = sum(1 for p in cur["pods"] if p["state"] == "ready")

@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
 
 from knsd.local.activator import BufferFull, BufferTimeout
-
-if TYPE_CHECKING:
-    from knsd.local.runtime import Runtime
+from knsd.local.revision import Revision
 
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
@@ -22,12 +20,22 @@ HOP_BY_HOP = frozenset(
 POD_HEADER = "X-Knsd-Pod"
 
 
+class Route(Protocol):
+    """What the route needs of the runtime (`knsd.local.runtime.Runtime`), which imports this module."""
+
+    session: aiohttp.ClientSession
+
+    def serving_revision(self) -> Revision | None: ...
+
+    def count(self, status: int, started: float) -> None: ...
+
+
 def _error(status: int, error: str, detail: str) -> web.Response:
     body = {"error": error, "detail": detail, "body": "", "errors": f"{status}: {detail}"}
     return web.json_response(body, status=status)
 
 
-async def forward(request: web.Request, runtime: Runtime) -> web.StreamResponse:
+async def forward(request: web.Request, runtime: Route) -> web.StreamResponse:
     """Buffer at the activator until a pod has a free slot, then proxy the request to it."""
     started = time.monotonic()
     revision = runtime.serving_revision()

@@ -86,11 +86,11 @@ class RuntimeMetrics:
         )
         pods = Gauge("knsd_runtime_pods", "Pods by state", ["state"], registry=r)
         for state in ("pending", "ready", "terminating"):
-            pods.labels(state).set_function(
-                lambda s=state: sum(
-                    1 for rev in runtime.revisions for p in rev.pods.pods.values() if p.state == s
-                )
-            )
+
+            def in_state(s: str = state) -> float:
+                return sum(1 for rev in runtime.revisions for p in rev.pods.pods.values() if p.state == s)
+
+            pods.labels(state).set_function(in_state)
 
 
 class Runtime:

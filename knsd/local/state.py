@@ -46,9 +46,10 @@ class ServiceDir:
 
     def read_state(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.state_file.read_text())
+            data = json.loads(self.state_file.read_text())
         except (OSError, ValueError):
             return None
+        return data if isinstance(data, dict) else None
 
     def running_pid(self) -> int | None:
         """The runtime's pid if it is alive; a stale pid file (a crash) is removed."""

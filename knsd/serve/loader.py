@@ -158,7 +158,7 @@ def load_model(
 
         pipe.unet = torch.compile(pipe.unet, mode="reduce-overhead", fullgraph=True)
     img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
-    img2img.set_progress_bar_config(disable=True)
+    img2img.set_progress_bar_config(disable=True)  # type: ignore[attr-defined]  # mypy misreads diffusers' bases
     seconds = time.perf_counter() - started
     log.info("loaded %s (%s) on %s/%s in %.2fs", source.name, source.path, target, torch_dtype, seconds)
     return LoadedModel(

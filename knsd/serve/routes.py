@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
@@ -19,7 +19,7 @@ from knsd.serve.state import ServerState
 
 
 def _state(request: Request) -> ServerState:
-    return request.app.state.knsd
+    return cast(ServerState, request.app.state.knsd)
 
 
 async def read_json(request: Request, limit: int) -> Any:
