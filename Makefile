@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# The suite in parallel: test files are shared out between workers (pytest-xdist), each with its own ports,
+# cache and temporary directories. PYTEST_WORKERS=0 runs it serially.
+PYTEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 lint: install
 	$(BIN)/ruff check knsd tests loadtest

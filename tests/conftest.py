@@ -7,11 +7,16 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Under pytest-xdist (`make test`), share the cores out between the workers (and the pods they start), as
+# the local runtime does between its pods: oversubscribed OpenMP threads spin and slow everyone down.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
 
 
 @pytest.fixture(scope="session")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One knsd cache for the session, so the tiny model is built once."""
+    """One knsd cache for the session (per xdist worker: its own basetemp), so the tiny model is built once."""
     path = tmp_path_factory.mktemp("knsd-cache")
     os.environ["KNSD_CACHE"] = str(path)
     return path

@@ -27,17 +27,29 @@ def _ephemeral_floor() -> int:
         return 32768
 
 
+def _worker_ports() -> tuple[int, int]:
+    """This pytest-xdist worker's share of the ports from 20000 to the ephemeral floor (all of them serially)."""
+    low, high = 20000, max(20001, _ephemeral_floor())
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count <= 1:
+        return low, high
+    span = (high - low) // count
+    low += int(worker[2:]) * span
+    return low, low + span
+
+
 def free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range.
+    """A free loopback port below the kernel's ephemeral range, in this test worker's own share of it.
 
     A port from bind(0) comes from the ephemeral range, where outgoing connections also take their local
     ports; on a busy machine one of them can grab it before the server binds. Below that range only
-    listeners compete, and the bind check sees them.
+    listeners compete, and the bind check sees them; parallel workers draw from disjoint ranges.
     """
-    floor = _ephemeral_floor()
+    low, high = _worker_ports()
     rng = random.Random()
     for _ in range(200):
-        port = rng.randrange(20000, max(20001, floor))
+        port = rng.randrange(low, high)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
