@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from knsd.autoscaling.config import AutoscalerConfig  # noqa: E402
+from knsd.knative.config import AutoscalerConfig  # noqa: E402
 from knsd.simulate.dist import parse_distribution  # noqa: E402
 from knsd.simulate.engine import Simulation  # noqa: E402
 from knsd.simulate.workload import poisson  # noqa: E402
