@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,23 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One knsd cache for the session (per xdist worker: its own basetemp), so the tiny model is built once."""
     path = tmp_path_factory.mktemp("knsd-cache")
     os.environ["KNSD_CACHE"] = str(path)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        _share_tiny_model(tmp_path_factory.getbasetemp().parent / "knsd-models", path)
     return path
+
+
+def _share_tiny_model(shared: Path, cache: Path) -> None:
+    """Parallel workers: build the tiny model once for the run (the first worker, under a lock) and link it
+    into each worker's cache, rather than once per worker, and by every pod at once in local-runtime tests."""
+    from knsd.serve.tiny import ensure_tiny_model, tiny_model_dir
+
+    shared.mkdir(exist_ok=True)
+    with open(shared / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        built = ensure_tiny_model(shared)
+    link = tiny_model_dir(cache)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(built, target_is_directory=True)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,9 @@ from tests.helpers import start_serve, wait_for
 pytestmark = pytest.mark.slow
 
 
+SMALL = {"prompt": "x", "width": 64, "height": 64, "steps": 2}
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.kill()
@@ -35,13 +38,14 @@ def test_probes_while_loading_then_ready(cache: Path, tmp_path: Path) -> None:
             if r.status_code == 200:
                 break
             assert r.json()["status"] == "loading"
-            busy = httpx.post(url + "/sdapi/v1/txt2img", json={"prompt": "x"})
+            # Small and patient: the model may finish loading between the probe and this request.
+            busy = httpx.post(url + "/sdapi/v1/txt2img", json=SMALL, timeout=60)
             assert busy.status_code in (503, 200)
             if busy.status_code == 503:
                 assert busy.headers["retry-after"] and busy.json()["detail"] == "model is loading"
             time.sleep(0.05)
         assert statuses[0] == 503 and statuses[-1] == 200
-        r = httpx.post(url + "/sdapi/v1/txt2img", json={"prompt": "x", "width": 64, "height": 64, "steps": 2})
+        r = httpx.post(url + "/sdapi/v1/txt2img", json=SMALL)
         assert r.status_code == 200
     finally:
         _stop(proc)
