@@ -32,8 +32,20 @@ def _checked(service: ServiceSpec, config: AutoscalerConfig) -> dict[str, Any]:
     for warning in findings.warnings:
         typer.echo(f"warning: {warning}", err=True)
     if not findings.ok:
-        raise UsageError("spec", "Knative would reject this Service:\n" + findings.message())
+        raise UsageError(_flag_of(findings), "Knative would reject this Service:\n" + findings.message())
     return obj
+
+
+def _flag_of(findings: Any) -> str:
+    """Name the flag when every error is about traffic or the revision name; else the spec as a whole."""
+    paths = {p for e in findings.errors for p in e.paths}
+    if findings.schema or not paths:
+        return "spec"
+    if all(p.startswith("spec.traffic") for p in paths):
+        return "--traffic/--tag"
+    if all(p.startswith("spec.template.metadata.name") for p in paths):
+        return "--revision-name"
+    return "spec"
 
 
 @with_spec

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from knsd.errors import LocalRuntimeError, UsageError
+from knsd.local.control import auth_header
 from knsd.local.state import ServiceDir
 from knsd.spec import ServiceSpec
 
@@ -73,7 +74,10 @@ def deploy(
         url = state["url"]
         try:
             reply = httpx.post(
-                url + "/.knsd/update", json={"spec": spec.to_json(), "config": config_pairs}, timeout=30
+                url + "/.knsd/update",
+                json={"spec": spec.to_json(), "config": config_pairs},
+                headers=auth_header(directory.root),
+                timeout=30,
             )
         except httpx.HTTPError as exc:
             raise LocalRuntimeError(f"local service {spec.name!r} does not answer at {url}: {exc}") from exc

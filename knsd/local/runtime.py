@@ -30,6 +30,7 @@ from prometheus_client import (
 from knsd.errors import UsageError
 from knsd.knative.config import AutoscalerConfig, ConfigError, parse_config, validate_config
 from knsd.knative.controller import TICK
+from knsd.local import control
 from knsd.local.pods import Pod, PodSet, pod_command, pod_env
 from knsd.local.proxy import forward, json_response
 from knsd.local.revision import Revision
@@ -112,6 +113,7 @@ class Runtime:
         self.tick_origin = self.started
         self._stop = asyncio.Event()
         self._generation = 0
+        self.token = ""  # the control secret (knsd.local.control), set when the route starts
 
     @property
     def url(self) -> str:
@@ -219,6 +221,12 @@ class Runtime:
         return await forward(request, self)
 
     async def _internal(self, request: web.Request, what: str) -> web.StreamResponse:
+        if what in control.GUARDED:
+            denied = control.check(request.headers.get("Authorization"), self.token)
+            if denied is not None:
+                detail = f"{INTERNAL}{what} needs the control token in {control.token_path(self.dir.root)}"
+                error = "Unauthorized" if denied == 401 else "Forbidden"
+                return json_response({"error": error, "detail": detail}, status=denied)
         if what == "status" and request.method == "GET":
             return json_response(self.status())
         if what == "metrics" and request.method == "GET":
@@ -306,6 +314,7 @@ class Runtime:
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30), auto_decompress=False
         )
+        self.token = control.create_token(self.dir.root)
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
