@@ -82,10 +82,17 @@ def deploy(
         except httpx.HTTPError as exc:
             raise LocalRuntimeError(f"local service {spec.name!r} does not answer at {url}: {exc}") from exc
         if reply.status_code != 200:
-            raise LocalRuntimeError(f"update rejected: {reply.text}")
+            try:
+                detail = reply.json()["detail"]
+            except (ValueError, KeyError):
+                detail = reply.text
+            raise LocalRuntimeError(f"update rejected: {detail}")
         revision = reply.json()["revision"]
         progress(f"Updating service '{spec.name}': new revision {revision}")
     else:
+        for ref, _ in spec.traffic:
+            if ref not in ("@latest", spec.revision_name) and ref not in {tag for _, tag in spec.tags}:
+                raise UsageError("--traffic", f'Revision "{ref}" referenced in traffic not found.')
         if not _port_free(host, port):
             raise UsageError("--local-address", f"{host}:{port} is already in use")
         directory.root.mkdir(parents=True, exist_ok=True)
@@ -121,14 +128,15 @@ def _wait_ready(
             )
         with contextlib.suppress(httpx.HTTPError, ValueError):
             st = httpx.get(url + "/.knsd/status", timeout=2).json()
-            cur = st["revisions"][-1] if st["revisions"] else None
+            named = [r for r in st["revisions"] if r["name"] == revision]
+            cur = named[-1] if named else st["revisions"][-1] if st["revisions"] else None
             if cur is not None:
                 ready = sum(1 for p in cur["pods"] if p["state"] == "ready")
                 line = f"  revision {cur['name']}: {ready}/{cur['desired_scale']} pods ready"
                 if line != last:
                     progress(line)
                     last = line
-                if st["latest_ready_revision"] == (revision or cur["name"]) and cur["ready"]:
+                if cur["ready"] and st["latest_ready_revision"] and st.get("traffic_pending") is None:
                     return st
                 failed = [p for p in cur["pod_history"] if p["state"] == "failed"]
                 if failed:

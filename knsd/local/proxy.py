@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from knsd.local.activator import BufferFull, BufferTimeout
+from knsd.local.traffic import REVISION_HEADER, TAG_HEADER
 
 if TYPE_CHECKING:
     from knsd.local.runtime import Runtime
@@ -30,13 +31,16 @@ def _error(status: int, error: str, detail: str) -> web.Response:
 async def forward(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     """Buffer at the activator until a pod has a free slot, then proxy the request to it."""
     started = time.monotonic()
-    revision = runtime.serving_revision()
+    body = await request.read()
+    affinity = runtime.spec.effective_affinity == "cookie"
+    pinned = request.cookies.get(runtime.spec.cookie_name) if affinity else None
+    # Chosen after the body is read, with no await until the activator has the request: a revision
+    # being retired sees it as buffered or in flight, never loses it.
+    revision = runtime.pick(request.headers.get(TAG_HEADER), pinned)
     if revision is None:
         return _error(503, "Unavailable", "no revision is serving")
     spec = revision.spec
     timeout = float(spec.timeout or 300)
-    body = await request.read()
-    pinned = request.cookies.get(spec.cookie_name) if spec.effective_affinity == "cookie" else None
     if revision.poke_needed():
         revision.poke()
         asyncio.create_task(revision.tick())
@@ -76,6 +80,7 @@ async def forward(request: web.Request, runtime: Runtime) -> web.StreamResponse:
         revision.activator.release(pod)
     response = web.Response(status=status, body=payload, headers=out_headers)
     response.headers[POD_HEADER] = pod.name
+    response.headers[REVISION_HEADER] = revision.name
     if spec.effective_affinity == "cookie":
         response.set_cookie(spec.cookie_name, pod.name, max_age=spec.cookie_timeout, path="/", httponly=True)
     runtime.count(status, started)
