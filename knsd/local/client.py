@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from knsd.cachedir import check_writable
 from knsd.errors import LocalRuntimeError, UsageError
 from knsd.local.control import auth_header
 from knsd.local.state import ServiceDir
@@ -43,6 +44,13 @@ def status(name: str, cache: Path | None = None) -> dict[str, Any]:
     directory = ServiceDir.for_name(name, cache)
     state = directory.read_state()
     if directory.running_pid() is None or state is None:
+        if state is not None and "pid" in state and not state.get("stopped"):
+            raise LocalRuntimeError(
+                f"local service {name!r} is down: its runtime (pid {state['pid']}) died without being "
+                f"deleted (killed or crashed), and its pods went with it; `knsd deploy --local --name {name} "
+                f"--local-address {state.get('address')}` starts it again. The runtime's last log lines:\n"
+                + directory.log_tail(10)
+            )
         raise LocalRuntimeError(
             f"no local service {name!r} is running (knsd deploy --local --name {name} starts one)"
         )
@@ -95,7 +103,7 @@ def deploy(
                 raise UsageError("--traffic", f'Revision "{ref}" referenced in traffic not found.')
         if not _port_free(host, port):
             raise UsageError("--local-address", f"{host}:{port} is already in use")
-        directory.root.mkdir(parents=True, exist_ok=True)
+        check_writable(directory.root)  # state, logs and the tiny model live here
         directory.write_state(
             {"name": spec.name, "address": f"{host}:{port}", "url": f"http://{host}:{port}", "spec": spec.to_json(),
              "config": config_pairs}

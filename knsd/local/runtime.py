@@ -440,6 +440,8 @@ class Runtime:
         await self.session.close()
         with contextlib.suppress(OSError):
             self.dir.pid_file.unlink()
+            # A clean stop (delete); without this mark a missing runtime means it died (status says so).
+            self.dir.write_state({**(self.dir.read_state() or {}), "stopped": time.time()})
         log.info("stopped")
         return 0
 

@@ -1,0 +1,121 @@
+"""Faults of the local runtime: a killed runtime, a model that cannot load, a full or read-only cache.
+
+(A pod killed with SIGKILL mid-request is in test_local_runtime.py: one 502 with JSON, the pod replaced.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from knsd.local.state import ServiceDir
+from tests.helpers import free_port, knsd_env
+from tests.local_helpers import knsd, wait_until
+
+pytestmark = pytest.mark.slow
+ZERO = ["--scale-init", "0", "--autoscaler-config", "allow-zero-initial-scale=true"]
+
+
+def test_killed_runtime_is_reported_and_deploy_recovers(cache: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    flags = ["deploy", "--local", "--name", "dead", "--local-address", address, *ZERO]
+    try:
+        assert knsd(cache, *flags).returncode == 0
+        pid = int(ServiceDir.for_name("dead", cache).pid_file.read_text())
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), 10, "the runtime to die")
+        out = knsd(cache, "status", "dead", "--local")
+        assert out.returncode == 1
+        assert (
+            f"local service 'dead' is down: its runtime (pid {pid}) died without being deleted" in out.stderr
+        )
+        assert "route listening on" in out.stderr  # the runtime's last log lines
+        again = knsd(cache, *flags)
+        assert again.returncode == 0, again.stderr
+        st = json.loads(knsd(cache, "status", "dead", "--local", "--json").stdout)
+        assert st["ready"] and st["pid"] != pid
+    finally:
+        knsd(cache, "delete", "dead", "--local")
+    out = knsd(cache, "status", "dead", "--local")  # deleted on purpose: not "died"
+    assert out.returncode == 1 and "no local service 'dead' is running" in out.stderr
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_model_that_fails_to_load_crash_loops_visibly(cache: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "model_index.json").write_text("{ not json")
+    address = f"127.0.0.1:{free_port()}"
+    try:
+        out = knsd(
+            cache, "deploy", "--local", "--name", "broken", "--local-address", address, "--model", str(broken)
+        )
+        assert out.returncode == 1
+        assert "pod broken-00001-001 exited with code 1" in out.stderr
+        text = knsd(cache, "status", "broken", "--local").stdout
+        assert "!! broken-00001: CrashLoopBackOff: pod broken-00001-" in text
+        assert "model load failed" in text  # the pod's last log lines
+        # It keeps restarting with a growing back-off, as a kubelet does.
+        wait_until(
+            lambda: (
+                json.loads(knsd(cache, "status", "broken", "--local", "--json").stdout)["revisions"][0][
+                    "backoff"
+                ]["restarts"]
+                >= 2
+            ),
+            120,
+            "a second restart",
+        )
+    finally:
+        knsd(cache, "delete", "broken", "--local")
+
+
+def _in_tmpfs(mount: Path, setup: str, *command: str, cache: Path) -> subprocess.CompletedProcess[str]:
+    """Run `command` with a small tmpfs at `mount` (own mount namespace), after `setup` (sh) on it."""
+    script = f'mount -t tmpfs -o size=64k tmpfs "$0" && {setup} && exec "$@"'
+    env = {**knsd_env(cache), "KNSD_CACHE": str(mount)}
+    return subprocess.run(
+        ["unshare", "--mount", "--user", "--map-root-user", "sh", "-c", script, str(mount), *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) for a private tmpfs")
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        ('mount -o remount,ro "$0"', "it is on a read-only file system"),
+        ('dd if=/dev/zero of="$0/fill" bs=1k count=128 2>/dev/null; true', "no space left on the device"),
+    ],
+)
+def test_full_or_read_only_cache_names_the_path(cache: Path, tmp_path: Path, setup: str, reason: str) -> None:
+    mount = tmp_path / "cache"
+    mount.mkdir()
+    probe = _in_tmpfs(mount, "true", "true", cache=cache)
+    if probe.returncode != 0:
+        pytest.skip(f"no private tmpfs here: {probe.stderr.strip()}")
+    address = f"127.0.0.1:{free_port()}"
+    out = _in_tmpfs(mount, setup, sys.executable, "-m", "knsd", "deploy", "--local", "--name", "c",
+                    "--local-address", address, cache=cache)  # fmt: skip
+    assert out.returncode == 1
+    assert f"cannot write to the knsd cache directory {mount}/local/c: {reason}" in out.stderr
+    assert "set KNSD_CACHE to a writable folder" in out.stderr
+    serve = _in_tmpfs(mount, setup, sys.executable, "-m", "knsd", "serve", "--port", "0", cache=cache)
+    assert serve.returncode == 1
+    assert f"cannot write to the knsd cache directory {mount}: {reason}" in serve.stderr
