@@ -1,7 +1,5 @@
-"""Faults of the local runtime: a killed runtime, a model that cannot load, a full or read-only cache.
-
-(A pod killed with SIGKILL mid-request is in test_local_runtime.py: one 502 with JSON, the pod replaced.)
-"""
+"""Faults of the local runtime: a pod killed mid-request, a killed runtime, a model that cannot load, a full
+or read-only cache."""
 
 from __future__ import annotations
 
@@ -11,16 +9,50 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import httpx
 import pytest
 
 from knsd.local.state import ServiceDir
 from tests.helpers import free_port, knsd_env
-from tests.local_helpers import knsd, wait_until
+from tests.local_helpers import Load, knsd, live_pods, local_service, wait_until
 
 pytestmark = pytest.mark.slow
 ZERO = ["--scale-init", "0", "--autoscaler-config", "allow-zero-initial-scale=true"]
+
+
+def test_killed_pod_costs_one_502_and_others_are_unaffected(cache: Path) -> None:
+    with local_service(cache, "kill", "--scale-min", "2", "--scale-max", "2") as url:
+        wait_until(lambda: sum(p["state"] == "ready" for p in live_pods(url)) == 2, 120, "2 ready pods")
+        result: dict[str, httpx.Response] = {}
+        long = {"prompt": "x", "width": 256, "height": 256, "steps": 150}
+        worker = threading.Thread(
+            target=lambda: result.setdefault(
+                "r", httpx.post(url + "/sdapi/v1/txt2img", json=long, timeout=300)
+            )
+        )
+        worker.start()
+        wait_until(lambda: any(p["inflight"] for p in live_pods(url)), 30, "the long request", period=0.05)
+        victim = next(p for p in live_pods(url) if p["inflight"])
+        with Load(url, clients=1, body={"prompt": "x", "width": 64, "height": 64, "steps": 2}) as load:
+            wait_until(lambda: len(load.results) >= 2, 60, "requests on the other pod")
+            os.kill(victim["pid"], signal.SIGKILL)
+            worker.join(60)
+            wait_until(
+                lambda: (
+                    any(p["state"] == "ready" and p["name"] != victim["name"] for p in live_pods(url))
+                    and len(live_pods(url)) == 2
+                ),
+                120,
+                "a replacement pod",
+            )
+        r = result["r"]
+        assert r.status_code == 502 and r.headers["content-type"].startswith("application/json")
+        assert r.json()["error"] == "BadGateway" and victim["name"] in r.json()["detail"]
+        assert load.results and {code for code, _ in load.results} == {200}  # nobody else noticed
+        assert victim["name"] not in {pod for _, pod in load.results}
 
 
 def test_killed_runtime_is_reported_and_deploy_recovers(cache: Path) -> None:
