@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from knsd.cli.service import traffic_lines
+from knsd.cluster.describe import describe
 from knsd.errors import UsageError
 from knsd.knative.fielderror import render
 from knsd.knative.traffic import traffic_errors
@@ -151,3 +153,34 @@ def test_knsd_yaml_carries_traffic(tmp_path: Path) -> None:
         {"latestRevision": True, "percent": 50},
     ]
     assert render_service(spec)["spec"]["template"]["metadata"]["name"] == "hello-v2"
+
+
+def test_status_prints_traffic_as_kn_service_describe() -> None:
+    svc = {
+        "metadata": {"name": "hello", "namespace": "default", "generation": 2},
+        "spec": {"template": {"spec": {"containers": [{"image": "knsd:2"}]}}},
+        "status": {
+            "url": "http://hello.default.example.com",
+            "traffic": [
+                {"revisionName": "hello-v2", "latestRevision": True, "percent": 90, "tag": "current"},
+                {"revisionName": "hello-v1", "latestRevision": False, "percent": 10, "tag": "old"},
+                {"revisionName": "hello-v1", "latestRevision": False, "percent": 0, "tag": "stable"},
+            ],
+        },
+    }
+    text = describe(svc, [])
+    assert "   90%  @latest (hello-v2) #current [2]" in text
+    assert "   10%  hello-v1 #old [2]" in text
+    assert "     +  hello-v1 #stable [2]" in text  # kn: Ready with 0 %
+    local = traffic_lines(
+        {
+            "traffic": [t for t in svc["status"]["traffic"]],
+            "traffic_pending": 'Revision "x" is not yet ready.',
+        }
+    )
+    assert local[2:5] == [
+        "   90%  @latest (hello-v2) #current",
+        "   10%  hello-v1 #old",
+        "     +  hello-v1 #stable",
+    ]
+    assert local[5] == '  (not yet applied: Revision "x" is not yet ready.)'
