@@ -51,6 +51,7 @@ def test_killed_pod_costs_one_502_and_others_are_unaffected(cache: Path) -> None
         r = result["r"]
         assert r.status_code == 502 and r.headers["content-type"].startswith("application/json")
         assert r.json()["error"] == "BadGateway" and victim["name"] in r.json()["detail"]
+        assert (r.headers["x-knsd-pod"], r.headers["x-knsd-revision"]) == (victim["name"], "kill-00001")
         assert load.results and {code for code, _ in load.results} == {200}  # nobody else noticed
         assert victim["name"] not in {pod for _, pod in load.results}
 

@@ -47,13 +47,13 @@ async def forward(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     try:
         pod = await revision.activator.acquire(pinned, timeout)
     except BufferFull:
-        runtime.count(503, started)
+        runtime.count(503, started, revision.name)
         return _error(503, "Unavailable", "pending request queue full")
     except BufferTimeout:
-        runtime.count(504, started)
+        runtime.count(504, started, revision.name)
         return _error(504, "GatewayTimeout", "activator request timeout")
     except ConnectionAbortedError:
-        runtime.count(503, started)
+        runtime.count(503, started, revision.name)
         return _error(503, "Unavailable", "the service is being deleted")
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
     remaining = max(0.001, timeout - (time.monotonic() - started))
@@ -70,12 +70,14 @@ async def forward(request: web.Request, runtime: Runtime) -> web.StreamResponse:
             status = upstream.status
             out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
     except TimeoutError:
-        runtime.count(504, started)
+        runtime.count(504, started, revision.name)
         return _error(504, "GatewayTimeout", f"request timeout after {timeout:g}s (pod {pod.name})")
     except (aiohttp.ClientError, OSError) as exc:
-        runtime.count(502, started)
+        runtime.count(502, started, revision.name)
         detail = f"pod {pod.name} failed while handling the request: {type(exc).__name__}: {exc}"
-        return _error(502, "BadGateway", detail)
+        failed = _error(502, "BadGateway", detail)
+        failed.headers[POD_HEADER], failed.headers[REVISION_HEADER] = pod.name, revision.name
+        return failed
     finally:
         revision.activator.release(pod)
     response = web.Response(status=status, body=payload, headers=out_headers)
@@ -83,7 +85,7 @@ async def forward(request: web.Request, runtime: Runtime) -> web.StreamResponse:
     response.headers[REVISION_HEADER] = revision.name
     if spec.effective_affinity == "cookie":
         response.set_cookie(spec.cookie_name, pod.name, max_age=spec.cookie_timeout, path="/", httponly=True)
-    runtime.count(status, started)
+    runtime.count(status, started, revision.name)
     return response
 
 

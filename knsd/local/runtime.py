@@ -52,6 +52,13 @@ class RuntimeMetrics:
         self.requests = Counter(
             "knsd_runtime_requests_total", "Requests through the route", ["code"], registry=r
         )
+        # Per revision, for a gray release (Knative's old `revision_request_count` by revision_name).
+        self.by_revision = Counter(
+            "knsd_runtime_revision_requests_total",
+            "Requests through the route by revision",
+            ["revision", "code"],
+            registry=r,
+        )
         self.latency = Histogram(
             "knsd_runtime_request_duration_seconds",
             "Latency through the route, buffering included",
@@ -145,8 +152,10 @@ class Runtime:
                     return rev
         return self.find(self.table.pick())
 
-    def count(self, status: int, started: float) -> None:
+    def count(self, status: int, started: float, revision: str | None = None) -> None:
         self.metrics.requests.labels(str(status)).inc()
+        if revision is not None:
+            self.metrics.by_revision.labels(revision, str(status)).inc()
         self.metrics.latency.observe(time.monotonic() - started)
 
     # revisions
