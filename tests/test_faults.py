@@ -19,7 +19,7 @@ from knsd.local.state import ServiceDir
 from tests.helpers import free_port, knsd_env
 from tests.local_helpers import Load, knsd, live_pods, local_service, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # pods start slowly on a busy machine
 ZERO = ["--scale-init", "0", "--autoscaler-config", "allow-zero-initial-scale=true"]
 
 
