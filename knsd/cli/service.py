@@ -203,7 +203,7 @@ def format_local_status(st: dict[str, Any]) -> str:
         "",
         "Pods:",
     ]
-    pods = cur.get("pods") or []
+    pods = [p for rev in st.get("revisions") or [cur] for p in rev.get("pods") or []]  # every revision's
     if not pods:
         lines.append("  (none)")
     now = st.get("now", time.time())
