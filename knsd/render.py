@@ -12,6 +12,7 @@ import yaml
 
 from knsd import __version__
 from knsd.spec import ServiceSpec
+from knsd.traffic import targets
 
 GPU = "nvidia.com/gpu"
 QGPU_CORE = "tke.cloud.tencent.com/qgpu-core"
@@ -126,16 +127,18 @@ def render_service(spec: ServiceSpec) -> dict[str, Any]:
     annotations = service_annotations(spec)
     if annotations:
         metadata["annotations"] = annotations
+    template_meta: dict[str, Any] = {"labels": dict(LABELS), "annotations": template_annotations(spec)}
+    if spec.revision_name:
+        template_meta = {"name": spec.revision_name, **template_meta}
+    service_spec: dict[str, Any] = {"template": {"metadata": template_meta, "spec": pod}}
+    traffic = targets(spec.traffic, spec.tags)
+    if traffic:
+        service_spec["traffic"] = traffic
     return {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
         "metadata": metadata,
-        "spec": {
-            "template": {
-                "metadata": {"labels": dict(LABELS), "annotations": template_annotations(spec)},
-                "spec": pod,
-            }
-        },
+        "spec": service_spec,
     }
 
 

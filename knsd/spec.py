@@ -58,6 +58,10 @@ class ServiceSpec:
     runtime_class: str | None = None
     model_pvc_size: str = "20Gi"
     storage_class: str | None = None
+    # Gray release (kn's flags): the revision's own name, the split and tags; see knsd/traffic.py.
+    revision_name: str | None = None  # spec.template.metadata.name; must start with "<name>-"
+    traffic: tuple[tuple[str, int], ...] = ()  # (REF, PERCENT); REF: @latest, a revision or a tag
+    tags: tuple[tuple[str, str], ...] = ()  # (REF, TAG)
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name) or len(self.name) > 63:
@@ -146,6 +150,8 @@ class ServiceSpec:
             data[key] = [list(kv) for kv in getattr(self, key)]
         data["gpu_specs"] = list(self.gpu_specs)
         data["tolerations"] = list(self.tolerations)
+        data["traffic"] = [list(kv) for kv in self.traffic]
+        data["tags"] = [list(kv) for kv in self.tags]
         return data
 
     @classmethod
@@ -161,4 +167,32 @@ class ServiceSpec:
         for key in ("gpu_specs", "tolerations"):
             if key in values:
                 values[key] = tuple(values[key])
+        if "traffic" in values:
+            values["traffic"] = _traffic_pairs(values["traffic"])
+        if "tags" in values:
+            values["tags"] = tuple((str(ref), str(tag)) for ref, tag in _pairs(values["tags"], "--tag"))
         return cls(**values)
+
+
+def _pairs(value: Any, flag: str) -> list[tuple[Any, Any]]:
+    """`{REF: X}`, `[[REF, X]]` or `["REF=X"]` (knsd.yaml accepts all three)."""
+    if isinstance(value, dict):
+        return list(value.items())
+    out = []
+    for item in value or []:
+        if isinstance(item, str):
+            ref, sep, rest = item.rpartition("=")
+            if not sep:
+                raise UsageError(flag, f"expecting the value format in value1=value2, given {item}")
+            out.append((ref, rest))
+        else:
+            ref, rest = item
+            out.append((ref, rest))
+    return out
+
+
+def _traffic_pairs(value: Any) -> tuple[tuple[str, int], ...]:
+    try:
+        return tuple((str(ref), int(str(pct).removesuffix("%"))) for ref, pct in _pairs(value, "--traffic"))
+    except (TypeError, ValueError) as exc:
+        raise UsageError("--traffic", f"expected REF=PERCENT pairs, got {value!r}") from exc

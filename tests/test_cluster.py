@@ -51,6 +51,26 @@ def test_update_patches_the_existing_service(cache: Path, cluster: tuple[FakeKub
     assert fake.services[("default", "sd")]["metadata"]["generation"] == 2
 
 
+def test_traffic_and_revision_name_are_declarative(cache: Path, cluster: tuple[FakeKube, list[str]]) -> None:
+    fake, kc = cluster
+    assert knsd(cache, "deploy", "--name", "sd", "--revision-name", "sd-v1", *kc).returncode == 0
+    out = knsd(cache, "deploy", "--name", "sd", "--revision-name", "sd-v2", "--traffic", "sd-v1=90,@latest=10",
+               "--tag", "@latest=canary", "--scale-max", "4", *kc)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    stored = fake.services[("default", "sd")]
+    assert stored["spec"]["template"]["metadata"]["name"] == "sd-v2"
+    assert stored["spec"]["traffic"] == [
+        {"revisionName": "sd-v1", "latestRevision": False, "percent": 90},
+        {"tag": "canary", "latestRevision": True, "percent": 10},
+    ]
+    # A plain deploy afterwards: back to Knative's defaults, not the old split and name.
+    assert knsd(cache, "deploy", "--name", "sd", "--scale-max", "5", *kc).returncode == 0
+    _, _, patch = fake.bodies[-1]
+    assert patch["spec"]["traffic"] is None and patch["spec"]["template"]["metadata"]["name"] is None
+    stored = fake.services[("default", "sd")]
+    assert "traffic" not in stored["spec"] and "name" not in stored["spec"]["template"]["metadata"]
+
+
 def test_no_wait_namespace_and_storage(cache: Path, cluster: tuple[FakeKube, list[str]]) -> None:
     fake, kc = cluster
     out = knsd(cache, "deploy", "--name", "painter", "-n", "gpu", "--model-pvc", "sd-models", "--model",

@@ -32,8 +32,20 @@ def _checked(service: ServiceSpec, config: AutoscalerConfig) -> dict[str, Any]:
     for warning in findings.warnings:
         typer.echo(f"warning: {warning}", err=True)
     if not findings.ok:
-        raise UsageError("spec", "Knative would reject this Service:\n" + findings.message())
+        raise UsageError(_flag_of(findings), "Knative would reject this Service:\n" + findings.message())
     return obj
+
+
+def _flag_of(findings: Any) -> str:
+    """Name the flag when every error is about traffic or the revision name; else the spec as a whole."""
+    paths = {p for e in findings.errors for p in e.paths}
+    if findings.schema or not paths:
+        return "spec"
+    if all(p.startswith("spec.traffic") for p in paths):
+        return "--traffic/--tag"
+    if all(p.startswith("spec.template.metadata.name") for p in paths):
+        return "--revision-name"
+    return "spec"
 
 
 @with_spec
@@ -179,6 +191,7 @@ def format_local_status(st: dict[str, Any]) -> str:
         f"URL:        {st['url']}",
         f"Revision:   {st.get('latest_ready_revision') or '-'} (latest {st.get('latest_revision')})",
         f"Ready:      {'True' if st['ready'] else 'False'}",
+        *traffic_lines(st),
         "",
         "Autoscaler:",
         f"  Desired scale:        {cur.get('desired_scale')} (decider {cur.get('decider_desired')})",
@@ -190,7 +203,7 @@ def format_local_status(st: dict[str, Any]) -> str:
         "",
         "Pods:",
     ]
-    pods = cur.get("pods") or []
+    pods = [p for rev in st.get("revisions") or [cur] for p in rev.get("pods") or []]  # every revision's
     if not pods:
         lines.append("  (none)")
     now = st.get("now", time.time())
@@ -201,6 +214,26 @@ def format_local_status(st: dict[str, Any]) -> str:
             f"  {pod['name']:<22} {pod['state']:<12} inflight {pod['inflight']}  age {age:5.0f}s  startup {startup}"
         )
     return "\n".join(lines)
+
+
+def traffic_lines(st: dict[str, Any]) -> list[str]:
+    """The traffic as `kn service describe` prints its revisions, plus crash-loop back-off (pure)."""
+    out = ["", "Traffic:"]
+    for t in st.get("traffic") or []:
+        header = f"@latest ({t['revisionName']})" if t.get("latestRevision") else t["revisionName"]
+        if t.get("tag"):
+            header += f" #{t['tag']}"
+        bullet = f"{t['percent']:3d}%" if t.get("percent") else "   +"
+        out.append(f"  {bullet}  {header}")
+    if st.get("traffic_pending"):
+        out.append(f"  (not yet applied: {st['traffic_pending']})")
+    for rev in st.get("revisions") or []:
+        backoff = rev.get("backoff")
+        if backoff:
+            out.append(f"  !! {rev['name']}: {backoff['reason']}: pod {backoff['pod']} exited with code "
+                       f"{backoff['exit_code']}, {backoff['restarts']} restart(s); its last log lines:")  # fmt: skip
+            out += [f"       {line}" for line in backoff.get("log_tail") or []]
+    return out
 
 
 def delete(

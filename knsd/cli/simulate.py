@@ -44,6 +44,9 @@ def simulate(
     autoscaler_config: list[str] = typer.Option(
         [], "--autoscaler-config", help="config-autoscaler KEY=VALUE"
     ),
+    rollout: str | None = typer.Option(
+        None, "--rollout", help="T[:PERCENT]: at T a new revision (its cold start), then PERCENT of traffic."
+    ),
     seed: int = typer.Option(1, "--seed", help="Random seed: the same seed gives the same numbers."),
     output: str = typer.Option("", "-o", "--output", help="json for a machine-readable report."),
     plot: Path | None = typer.Option(
@@ -99,6 +102,12 @@ def simulate(
         ]
         if sweep:
             scenarios = sweep_scenarios(sweep, service, config)
+        if rollout is not None:
+            from knsd.simulate.scenarios import parse_rollout, with_rollout
+
+            step = parse_rollout(rollout, workload.duration)
+            rolled = [with_rollout(s, step) for s in scenarios]
+            scenarios = rolled if sweep else scenarios + rolled
         results = [run(s, workload, service_dist, cold_dist, seed) for s in scenarios]
         if references and not sweep:
             refs = reference_scenarios(service, config, results[0].max_pods)
@@ -114,7 +123,7 @@ def simulate(
                     "cold_start": cold_dist.describe(), "gpu_price": gpu_price, "seed": seed, "compute_seconds": elapsed}  # fmt: skip
             sys.stdout.write(report.to_json(meta, rows, results) + "\n")
         else:
-            sys.stdout.write(report.table(rows, header))
+            sys.stdout.write(report.table(rows, header) + report.rollout_lines(rows, results))
         sys.stdout.flush()
         if plot is not None:
             report.plot(plot, rows, results, header.split(";")[0])

@@ -17,6 +17,7 @@ import yaml
 from knsd.errors import UsageError
 from knsd.knative.config import AutoscalerConfig, ConfigError, parse_config, validate_config
 from knsd.spec import ServiceSpec
+from knsd.traffic import parse_tags, parse_traffic, untag
 
 
 def _pairs(flag: str, values: list[str] | None) -> tuple[tuple[str, str], ...]:
@@ -148,6 +149,18 @@ SPEC_OPTIONS: dict[str, tuple[Any, Any]] = {
             help="responseStartTimeoutSeconds [default: --timeout when above 300]",
         ),
     ),
+    "revision_name": (
+        str | None,
+        typer.Option(
+            None, "--revision-name", help="the new revision's name, starting with NAME- (kn's flag)"
+        ),
+    ),
+    "traffic": (
+        list[str] | None,
+        typer.Option(None, "--traffic", help="REF=PERCENT, REF a revision, a tag or @latest (repeatable)"),
+    ),
+    "tag": (list[str] | None, typer.Option(None, "--tag", help="REF=TAG: tag a revision (repeatable)")),
+    "untag": (list[str] | None, typer.Option(None, "--untag", help="TAG: remove a tag (repeatable)")),
 }
 
 
@@ -198,10 +211,18 @@ def build_spec(values: dict[str, Any]) -> ServiceSpec:
             overrides[key + "s"] = _resource_pairs(f"--{key}", value)
         elif key == "gpu_specs":
             overrides["gpu_specs"] = tuple(v.strip() for v in value.split(",") if v.strip())
+        elif key == "traffic":
+            overrides["traffic"] = parse_traffic(value)
+        elif key in ("tag", "untag"):
+            continue  # below: untag first, then tag, as kn does
         elif key == "affinity" and value not in ("cookie", "none"):
             raise UsageError("--affinity", f"must be cookie or none, got {value!r}")
         else:
             overrides[key] = value
+    if values.get("tag") or values.get("untag"):
+        tags = tuple((str(r), str(t)) for r, t in base.get("tags", ()))
+        name = overrides.get("name", base.get("name", "sd"))
+        overrides["tags"] = untag(tags, values.get("untag") or [], name) + parse_tags(values.get("tag") or [])
     return ServiceSpec.from_json({**base, **overrides})
 
 

@@ -64,6 +64,8 @@ def describe(svc: dict[str, Any], pods: list[dict[str, Any]], now: datetime | No
     for target in shown:
         revision = target.get("revisionName", "")
         header = f"@latest ({revision})" if target.get("latestRevision") else revision
+        if target.get("tag"):
+            header += f" #{target['tag']}"
         percent = target.get("percent", 0)
         bullet = f"{percent:3d}%" if percent else "   +"
         rev_pods = [

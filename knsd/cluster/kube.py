@@ -208,7 +208,7 @@ class Cluster:
                             KNATIVE_GROUP, KNATIVE_VERSION, self.namespace, "services", obj)  # fmt: skip
             return "created", created
         patch = {"metadata": {"labels": obj["metadata"].get("labels"), "annotations": obj["metadata"].get("annotations")},
-                 "spec": obj["spec"]}  # fmt: skip
+                 "spec": _declarative(obj["spec"])}  # fmt: skip
         patched = _call(self.custom.patch_namespaced_custom_object, "patch", SERVICES, self.namespace,
                         KNATIVE_GROUP, KNATIVE_VERSION, self.namespace, "services", name, patch,
                         _content_type="application/merge-patch+json")  # fmt: skip
@@ -235,3 +235,14 @@ class Cluster:
         _call(self.core.create_namespaced_persistent_volume_claim, "create", "persistentvolumeclaims", self.namespace,
               self.namespace, obj)  # fmt: skip
         return "created"
+
+
+def _declarative(spec: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch keeps what it does not mention: clear an earlier deploy's traffic split and revision
+    name unless this spec sets them (Knative then defaults the traffic to 100 % @latest and names the
+    revision; a kept name with a changed template would be rejected)."""
+    out = {"traffic": None, **spec}
+    template = dict(out["template"])
+    template["metadata"] = {"name": None, **(template.get("metadata") or {})}
+    out["template"] = template
+    return out

@@ -17,6 +17,7 @@ from knsd.knative import annotations as a
 from knsd.knative.config import AutoscalerConfig
 from knsd.knative.fielderror import FieldError, generic, invalid_value, out_of_bounds, render, with_prefix
 from knsd.knative.goconv import parse_float
+from knsd.knative.traffic import template_name_errors, traffic_errors
 from knsd.knative.validation import annotation_errors
 
 RESERVED_PORTS = (8012, 8013, 8022, 9090, 9091)  # queue-proxy's and the autoscaler's
@@ -87,6 +88,11 @@ def check_service(
     found.errors += [
         with_prefix(e, "spec.template.metadata.annotations") for e in annotation_errors(annotations, config)
     ]
+    template_name = (template.get("metadata") or {}).get("name")
+    if template_name:
+        found.errors += template_name_errors(template_name, meta.get("name", ""))
+    if "traffic" in (obj.get("spec") or {}):
+        found.errors += traffic_errors(obj["spec"]["traffic"] or [])
     pod = template.get("spec") or {}
     found.errors += _pod_errors(pod)
     found.warnings += _warnings(pod, annotations, config, model)

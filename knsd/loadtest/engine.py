@@ -23,6 +23,7 @@ from knsd.loadtest.rawhttp import ConnectionClosed, ConnectionPool, build_reques
 from knsd.loadtest.spec import LoadSpec
 
 USER_AGENT = "hey/0.0.1"
+REVISION_HEADER = "X-Knsd-Revision"
 
 
 @dataclass(slots=True)
@@ -38,6 +39,7 @@ class Result:
     res: float
     status: int
     size: int
+    revision: str | None = None  # X-Knsd-Revision: the revision that answered (knsd serve, local route)
 
 
 @dataclass
@@ -180,6 +182,7 @@ class Engine:
                 end = time.perf_counter()
                 size = response.content_length or 0
                 status = response.status
+                revision = response.headers.get(REVISION_HEADER)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self._fail(exc)
         else:
@@ -196,6 +199,7 @@ class Engine:
                     res=end - first_byte,
                     status=status,
                     size=size if size > 0 else 0,
+                    revision=revision,
                 )
             )
 
@@ -235,7 +239,7 @@ class Engine:
             first = resp.first_byte or end
             self._record(
                 Result(begin - self._t0, end - begin, dial, 0.0, 0.0, first - wrote, end - first, resp.status,
-                       resp.length if resp.length > 0 else 0)
+                       resp.length if resp.length > 0 else 0, resp.revision)
             )  # fmt: skip
         finally:
             if conn is not None:

@@ -45,11 +45,25 @@ def hey_text(s: Summary) -> str:
         )
     text = "\n".join(out) + "\n\nStatus code distribution:"
     text += "".join(f"\n  [{code}]\t{count} responses" for code, count in s.status_codes.items())
+    text += revision_lines(s)
     if not s.errors:
         return text + "\n\n\n\n"
     text += "\n\nError distribution:"
     text += "".join(f"\n  [{count}]\t{message}" for message, count in s.errors.items())
     return text + "\n\n"
+
+
+def revision_lines(s: Summary) -> str:
+    """knsd's split by revision (from X-Knsd-Revision); nothing when no response carried the header."""
+    if not s.revisions:
+        return ""
+    total = sum(sum(codes.values()) for codes in s.revisions.values())
+    text = "\n\nRevision distribution:"
+    for name, codes in s.revisions.items():
+        n = sum(codes.values())
+        by_code = ", ".join(f"[{code}] {count}" for code, count in codes.items())
+        text += f"\n  {name}\t{n} responses ({100 * n / total:.1f}%): {by_code}"
+    return text
 
 
 def hey_csv(run: RunResult) -> str:
@@ -104,6 +118,9 @@ def report_json(summary: Summary, run: RunResult, scale: ScaleReport | None) -> 
         },
         "status_codes": {str(k): v for k, v in summary.status_codes.items()},
         "errors": dict(summary.errors),
+        "revisions": {
+            name: {str(k): v for k, v in codes.items()} for name, codes in summary.revisions.items()
+        },
         "first_response": run.first_response,
         "started": run.started,
         # Every successful request, in completion order: when it was sent (from the start), its latency, status.

@@ -18,7 +18,7 @@ class ConnectionClosed(Exception):
 
 
 class _Response:
-    __slots__ = ("status", "length", "first_byte", "done", "close", "location")
+    __slots__ = ("status", "length", "first_byte", "done", "close", "location", "revision")
 
     def __init__(self) -> None:
         self.status = 0
@@ -27,6 +27,7 @@ class _Response:
         self.done = 0.0
         self.close = False
         self.location: str | None = None
+        self.revision: str | None = None  # X-Knsd-Revision
 
 
 class HTTPConnection(asyncio.Protocol):
@@ -102,6 +103,8 @@ class HTTPConnection(asyncio.Protocol):
                     resp.close = True
                 elif name == b"location":
                     resp.location = value.strip().decode("latin-1")
+                elif name == b"x-knsd-revision":
+                    resp.revision = value.strip().decode("latin-1")
             if head[0].startswith(b"HTTP/1.0"):
                 resp.close = True
             if self._head_request or resp.status in (204, 304) or 100 <= resp.status < 200:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from knsd.loadtest.engine import Result
 
@@ -44,6 +44,7 @@ class Summary:
     details: Mapping[str, Phase]
     status_codes: Mapping[int, int]
     errors: Mapping[str, int]
+    revisions: Mapping[str, Mapping[int, int]] = field(default_factory=dict)  # revision -> status -> count
 
 
 def hey_percentiles(lats: list[float]) -> tuple[tuple[int, float], ...]:
@@ -99,8 +100,12 @@ def summarize(results: Iterable[Result], errors: Mapping[str, int], total: float
     n = len(lats)
     count = n + sum(errors.values())
     status: dict[int, int] = {}
+    revisions: dict[str, dict[int, int]] = {}
     for r in done:
         status[r.status] = status.get(r.status, 0) + 1
+        if r.revision is not None:
+            codes = revisions.setdefault(r.revision, {})
+            codes[r.status] = codes.get(r.status, 0) + 1
     size_total = sum(r.size for r in done)
     phases = {
         "DNS+dialup": [r.conn for r in done],
@@ -125,4 +130,5 @@ def summarize(results: Iterable[Result], errors: Mapping[str, int], total: float
         details={name: _phase(values, n) for name, values in phases.items()},
         status_codes=dict(sorted(status.items())),
         errors=dict(sorted(errors.items())),
+        revisions={name: dict(sorted(codes.items())) for name, codes in sorted(revisions.items())},
     )

@@ -15,7 +15,9 @@ from typing import Any
 
 import httpx
 
+from knsd.cachedir import check_writable
 from knsd.errors import LocalRuntimeError, UsageError
+from knsd.local.control import auth_header
 from knsd.local.state import ServiceDir
 from knsd.spec import ServiceSpec
 
@@ -42,12 +44,18 @@ def status(name: str, cache: Path | None = None) -> dict[str, Any]:
     directory = ServiceDir.for_name(name, cache)
     state = directory.read_state()
     if directory.running_pid() is None or state is None:
+        if state is not None and "pid" in state and not state.get("stopped"):
+            raise LocalRuntimeError(
+                f"local service {name!r} is down: its runtime (pid {state['pid']}) died without being "
+                f"deleted (killed or crashed), and its pods went with it; `knsd deploy --local --name {name} "
+                f"--local-address {state.get('address')}` starts it again. The runtime's last log lines:\n"
+                + directory.log_tail(10)
+            )
         raise LocalRuntimeError(
             f"no local service {name!r} is running (knsd deploy --local --name {name} starts one)"
         )
     try:
-        answer: dict[str, Any] = httpx.get(state["url"] + "/.knsd/status", timeout=5).json()
-        return answer
+        return httpx.get(state["url"] + "/.knsd/status", timeout=5).json()
     except (httpx.HTTPError, ValueError) as exc:
         raise LocalRuntimeError(f"local service {name!r} does not answer at {state['url']}: {exc}") from exc
 
@@ -74,18 +82,28 @@ def deploy(
         url = state["url"]
         try:
             reply = httpx.post(
-                url + "/.knsd/update", json={"spec": spec.to_json(), "config": config_pairs}, timeout=30
+                url + "/.knsd/update",
+                json={"spec": spec.to_json(), "config": config_pairs},
+                headers=auth_header(directory.root),
+                timeout=30,
             )
         except httpx.HTTPError as exc:
             raise LocalRuntimeError(f"local service {spec.name!r} does not answer at {url}: {exc}") from exc
         if reply.status_code != 200:
-            raise LocalRuntimeError(f"update rejected: {reply.text}")
+            try:
+                detail = reply.json()["detail"]
+            except (ValueError, KeyError):
+                detail = reply.text
+            raise LocalRuntimeError(f"update rejected: {detail}")
         revision = reply.json()["revision"]
         progress(f"Updating service '{spec.name}': new revision {revision}")
     else:
+        for ref, _ in spec.traffic:
+            if ref not in ("@latest", spec.revision_name) and ref not in {tag for _, tag in spec.tags}:
+                raise UsageError("--traffic", f'Revision "{ref}" referenced in traffic not found.')
         if not _port_free(host, port):
             raise UsageError("--local-address", f"{host}:{port} is already in use")
-        directory.root.mkdir(parents=True, exist_ok=True)
+        check_writable(directory.root)  # state, logs and the tiny model live here
         directory.write_state(
             {"name": spec.name, "address": f"{host}:{port}", "url": f"http://{host}:{port}", "spec": spec.to_json(),
              "config": config_pairs}
@@ -117,15 +135,16 @@ def _wait_ready(
                 f"the local runtime exited during start-up; its log:\n{directory.log_tail()}"
             )
         with contextlib.suppress(httpx.HTTPError, ValueError):
-            st: dict[str, Any] = httpx.get(url + "/.knsd/status", timeout=2).json()
-            cur = st["revisions"][-1] if st["revisions"] else None
+            st = httpx.get(url + "/.knsd/status", timeout=2).json()
+            named = [r for r in st["revisions"] if r["name"] == revision]
+            cur = named[-1] if named else st["revisions"][-1] if st["revisions"] else None
             if cur is not None:
                 ready = sum(1 for p in cur["pods"] if p["state"] == "ready")
                 line = f"  revision {cur['name']}: {ready}/{cur['desired_scale']} pods ready"
                 if line != last:
                     progress(line)
                     last = line
-                if st["latest_ready_revision"] == (revision or cur["name"]) and cur["ready"]:
+                if cur["ready"] and st["latest_ready_revision"] and st.get("traffic_pending") is None:
                     return st
                 failed = [p for p in cur["pod_history"] if p["state"] == "failed"]
                 if failed:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from knsd.knative.config import AutoscalerConfig
 from knsd.knative.controller import ScalingController, Snapshot
@@ -17,6 +18,13 @@ log = logging.getLogger("knsd.local")
 MAX_BACKOFF = 30.0
 
 __all__ = ["Revision", "Snapshot"]
+
+
+def log_tail(path: Path, lines: int = 10) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
 
 
 class Revision:
@@ -41,6 +49,8 @@ class Revision:
         self.serving = False  # the route sends traffic here
         self._tick_lock = asyncio.Lock()
         self._failures = 0
+        self.last_failed: Pod | None = None
+        self.restart_at: float | None = None
 
     @property
     def ready(self) -> bool:
@@ -82,14 +92,31 @@ class Revision:
     async def replace_failed(self, pod: Pod) -> None:
         """A pod died: replace it after a crash-loop backoff (1 s, 2 s, 4 s, ... up to 30 s)."""
         self._failures += 1
+        self.last_failed = pod
         delay = min(MAX_BACKOFF, 2.0 ** (self._failures - 1)) if self._failures > 1 else 0.0
+        self.restart_at = self.clock() + delay
         if delay:
             log.warning("revision %s: pod %s failed; restarting in %.0fs", self.name, pod.name, delay)
             await asyncio.sleep(delay)
         await self.pods.scale_to(self.controller.replicas)
 
+    def backoff_json(self) -> dict[str, object] | None:
+        """Kubernetes' CrashLoopBackOff as status shows it: restarts, the next start, the last pod's log."""
+        pod = self.last_failed
+        if not self._failures or pod is None:
+            return None
+        return {
+            "reason": "CrashLoopBackOff",
+            "restarts": self._failures,
+            "restart_at": self.restart_at,
+            "pod": pod.name,
+            "exit_code": pod.exit_code,
+            "log_tail": log_tail(pod.log_path),
+        }
+
     def pod_ready(self, pod: Pod) -> None:
         self._failures = 0
+        self.last_failed = None
         self.activator.add_pod(pod)
         self._note_ready()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -30,10 +31,12 @@ from prometheus_client import (
 from knsd.errors import UsageError
 from knsd.knative.config import AutoscalerConfig, ConfigError, parse_config, validate_config
 from knsd.knative.controller import TICK
+from knsd.local import control
 from knsd.local.pods import Pod, PodSet, pod_command, pod_env
 from knsd.local.proxy import forward, json_response
 from knsd.local.revision import Revision
 from knsd.local.state import ServiceDir
+from knsd.local.traffic import Table, resolve, wanted
 from knsd.spec import ServiceSpec
 
 log = logging.getLogger("knsd.local")
@@ -48,6 +51,13 @@ class RuntimeMetrics:
         r = self.registry
         self.requests = Counter(
             "knsd_runtime_requests_total", "Requests through the route", ["code"], registry=r
+        )
+        # Per revision, for a gray release (Knative's old `revision_request_count` by revision_name).
+        self.by_revision = Counter(
+            "knsd_runtime_revision_requests_total",
+            "Requests through the route by revision",
+            ["revision", "code"],
+            registry=r,
         )
         self.latency = Histogram(
             "knsd_runtime_request_duration_seconds",
@@ -112,33 +122,54 @@ class Runtime:
         self.tick_origin = self.started
         self._stop = asyncio.Event()
         self._generation = 0
+        self.latest_ready: str | None = None
+        self.wanted: list[dict[str, Any]] = wanted(spec)
+        self.table: Table | None = None  # the programmed split (None until something can serve)
+        self.traffic_reason: str | None = None  # why the wanted split is not programmed yet
+        self._retiring: set[Revision] = set()
+        self.token = ""  # the control secret (knsd.local.control), set when the route starts
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def serving_revision(self) -> Revision | None:
-        for rev in reversed(self.revisions):
-            if rev.serving:
-                return rev
-        return None
+        """The latest ready revision (what `@latest` routes to)."""
+        return self.find(self.latest_ready) if self.latest_ready else None
 
-    def count(self, status: int, started: float) -> None:
+    def find(self, name: str | None) -> Revision | None:
+        return next((r for r in self.revisions if r.name == name), None)
+
+    def pick(self, tag: str | None, pinned_pod: str | None) -> Revision | None:
+        """The revision for a request: its tag's, its affinity pod's (while routed), else the split's."""
+        if self.table is None:
+            return None
+        if tag and tag in self.table.tags:
+            return self.find(self.table.tags[tag])
+        if pinned_pod:
+            for rev in self.revisions:
+                if pinned_pod in rev.pods.pods and self.table.percent(rev.name):
+                    return rev
+        return self.find(self.table.pick())
+
+    def count(self, status: int, started: float, revision: str | None = None) -> None:
         self.metrics.requests.labels(str(status)).inc()
+        if revision is not None:
+            self.metrics.by_revision.labels(revision, str(status)).inc()
         self.metrics.latency.observe(time.monotonic() - started)
 
     # revisions
 
-    def _new_revision(self, spec: ServiceSpec, config: AutoscalerConfig) -> Revision:
-        self._generation += 1
-        name = f"{spec.name}-{self._generation:05d}"
+    def _new_revision(self, spec: ServiceSpec, config: AutoscalerConfig, name: str) -> Revision:
         drain = float(spec.timeout or 300)
+        # What Knative sets in every user container (K_CONFIGURATION is the Service's Configuration).
+        knative_env = {"K_SERVICE": spec.name, "K_CONFIGURATION": spec.name, "K_REVISION": name}
 
         def pods(rev: Revision) -> PodSet:
             return PodSet(
                 rev.name,
                 pod_command(spec.model, spec.concurrency_limit, drain),
-                pod_env(dict(spec.env), spec.scale_max or os.cpu_count() or 1),
+                pod_env({**dict(spec.env), **knative_env}, spec.scale_max or os.cpu_count() or 1),
                 self.dir.pods_dir,
                 on_ready=lambda pod: self._pod_ready(rev, pod),
                 on_gone=lambda pod: self._pod_gone(rev, pod),
@@ -149,41 +180,92 @@ class Runtime:
     def _pod_ready(self, rev: Revision, pod: Pod) -> None:
         self.metrics.startup.observe((pod.ready_at or pod.created) - pod.created)
         rev.pod_ready(pod)
-        self._maybe_promote(rev)
+        if rev.ready and rev in self.revisions:
+            newer = self.find(self.latest_ready)
+            if newer is None or self.revisions.index(rev) > self.revisions.index(newer):
+                self.latest_ready = rev.name  # only ever forward, to a newer Ready revision
+            self._program()
 
     def _pod_gone(self, rev: Revision, pod: Pod) -> None:
         rev.activator.remove_pod(pod)
-        if pod.state == "failed" and rev in self.revisions and not self._stop.is_set():
+        if (
+            pod.state == "failed"
+            and rev in self.revisions
+            and rev not in self._retiring
+            and not self._stop.is_set()
+        ):
             asyncio.create_task(rev.replace_failed(pod))
 
-    def _maybe_promote(self, rev: Revision) -> None:
-        """Route traffic to the newest Ready revision; older ones drain and go."""
-        if not rev.ready or rev.serving or rev is not self.latest:
+    def _program(self) -> None:
+        """Program the wanted split if every target can serve (all or nothing); retire unrouted revisions."""
+        ready = {r.name: r.ready for r in self.revisions}
+        programmed, self.traffic_reason = resolve(self.wanted, ready, self.latest_ready, self.spec.name)
+        if programmed is None:
             return
-        rev.serving = True
-        for old in list(self.revisions):
-            if old is not rev:
-                old.serving = False
-                log.info("revision %s retired; %s serves", old.name, rev.name)
-                asyncio.create_task(self._retire(old))
+        if self.table is None or self.table.targets != programmed:
+            self.table = Table(programmed)
+            log.info("traffic: %s", ", ".join(f"{t.revision}={t.percent}%" for t in programmed))
+        keep = self.table.revisions() | {self.latest.name if self.latest else ""}
+        keep |= {t["revisionName"] for t in self.wanted if t.get("revisionName")}
+        for rev in self.revisions:
+            rev.serving = rev.name in self.table.revisions()
+        for rev in list(self.revisions):
+            if rev.name not in keep and rev not in self._retiring:
+                log.info("revision %s has no traffic any more; draining it", rev.name)
+                self._retiring.add(rev)
+                asyncio.create_task(self._retire(rev))
         self.write_state()
 
     async def _retire(self, rev: Revision) -> None:
-        # Requests still buffered for the old revision would be lost; let them reach a pod first.
-        while rev.activator.buffered:
-            await asyncio.sleep(0.1)
+        # Requests already buffered for or running on the old revision finish first (no SIGTERM while a
+        # request is on its way to a pod: the pod would answer 503); then its pods drain and exit.
+        deadline = time.monotonic() + float(rev.spec.timeout or 300)
+        while (rev.activator.buffered or rev.activator.inflight) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         await rev.pods.stop_all(timeout=float(rev.spec.timeout or 300))
         if rev in self.revisions:
             self.revisions.remove(rev)
+        self._retiring.discard(rev)
+        self.write_state()
+
+    def _revision_for(self, spec: ServiceSpec, config: AutoscalerConfig) -> Revision | None:
+        """The revision this spec's template needs: None for a new one, or the one it is (unchanged)."""
+        template = _template_key(spec, config)
+        if spec.revision_name:
+            same = self.find(spec.revision_name)
+            if same is not None and _template_key(same.spec, same.config) != template:
+                raise UsageError(
+                    "--revision-name",
+                    f'The revision name "{spec.revision_name}" is taken by a conflicting Revision, '
+                    "so traffic will not be migrated",
+                )
+            return same
+        latest = self.latest
+        if latest is not None and _template_key(latest.spec, latest.config) == template:
+            return latest  # nothing in the template changed: a traffic-only update
+        return None
 
     async def deploy(self, spec: ServiceSpec, config: AutoscalerConfig) -> Revision:
-        """Create a new revision (the first one, or an update)."""
+        """Apply a spec: a new revision when the template changed (the first one, or an update), then traffic."""
+        rev = self._revision_for(spec, config)
+        for target in wanted(spec):
+            name = target.get("revisionName")
+            if name and name != spec.revision_name and self.find(name) is None:
+                raise UsageError("--traffic", f'Revision "{name}" referenced in traffic not found.')
         self.spec, self.config = spec, config
-        rev = self._new_revision(spec, config)
+        self.wanted = wanted(spec)
+        if rev is not None:
+            self._program()
+            return rev
+        self._generation += 1  # the Configuration's generation: every template change, named or not
+        rev = self._new_revision(spec, config, spec.revision_name or f"{spec.name}-{self._generation:05d}")
         self.revisions.append(rev)
         self.latest = rev
+        self._program()
         await rev.start()
-        self._maybe_promote(rev)
+        if rev.ready and self.latest_ready != rev.name:  # Ready with no pods (initial scale 0)
+            self.latest_ready = rev.name
+        self._program()
         self.write_state()
         return rev
 
@@ -205,6 +287,8 @@ class Runtime:
             await asyncio.sleep(max(0.0, next_tick - time.time()))
             next_tick += TICK
             for rev in list(self.revisions):
+                if rev in self._retiring:
+                    continue  # its pods are going; the autoscaler must not bring them back
                 try:
                     await rev.tick()
                 except Exception:  # a bug in one tick must not stop the autoscaler
@@ -219,6 +303,12 @@ class Runtime:
         return await forward(request, self)
 
     async def _internal(self, request: web.Request, what: str) -> web.StreamResponse:
+        if what in control.GUARDED:
+            denied = control.check(request.headers.get("Authorization"), self.token)
+            if denied is not None:
+                detail = f"{INTERNAL}{what} needs the control token in {control.token_path(self.dir.root)}"
+                error = "Unauthorized" if denied == 401 else "Forbidden"
+                return json_response({"error": error, "detail": detail}, status=denied)
         if what == "status" and request.method == "GET":
             return json_response(self.status())
         if what == "metrics" and request.method == "GET":
@@ -232,7 +322,10 @@ class Runtime:
                 config = validate_config(parse_config(data.get("config", {})))
             except (ValueError, KeyError, TypeError, UsageError, ConfigError) as exc:
                 return json_response({"error": "BadRequest", "detail": str(exc)}, status=400)
-            rev = await self.deploy(spec, config)
+            try:
+                rev = await self.deploy(spec, config)
+            except UsageError as exc:
+                return json_response({"error": "BadRequest", "detail": str(exc)}, status=400)
             return json_response({"revision": rev.name})
         if what == "shutdown" and request.method == "POST":
             self._stop.set()
@@ -251,6 +344,11 @@ class Runtime:
                 {
                     "name": rev.name,
                     "serving": rev.serving,
+                    "traffic": self.table.percent(rev.name) if self.table else 0,
+                    "tags": sorted(
+                        t for t, r in (self.table.tags if self.table else {}).items() if r == rev.name
+                    ),
+                    "backoff": rev.backoff_json(),
                     "ready": rev.ready,
                     "desired_scale": snap.desired_scale,
                     "decider_desired": snap.decider_desired,
@@ -271,7 +369,8 @@ class Runtime:
                     "pod_history": [p.to_json() for p in rev.pods.history],
                 }
             )
-        current = next((r for r in revisions if r["serving"]), revisions[-1] if revisions else None)
+        current = next((r for r in revisions if serving and r["name"] == serving.name), None)
+        current = current or (revisions[-1] if revisions else None)
         return {
             "name": self.spec.name,
             "url": self.url,
@@ -283,6 +382,8 @@ class Runtime:
             "latest_revision": self.latest.name if self.latest else None,
             "latest_ready_revision": serving.name if serving else None,
             "current": current,
+            "traffic": self.table.to_json() if self.table else [],
+            "traffic_pending": self.traffic_reason,
             "revisions": revisions,
             "spec": self.spec.to_json(),
             "annotations": self.latest.annotations if self.latest else {},
@@ -306,6 +407,7 @@ class Runtime:
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30), auto_decompress=False
         )
+        self.token = control.create_token(self.dir.root)
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -323,7 +425,11 @@ class Runtime:
         self.dir.pid_file.write_text(str(os.getpid()))
         log.info("route listening on %s", self.url)
         loops = [asyncio.create_task(self._metric_loop()), asyncio.create_task(self._tick_loop())]
-        await self.deploy(self.spec, self.config)
+        try:
+            await self.deploy(self.spec, self.config)
+        except UsageError as exc:
+            log.error("%s", exc)
+            self._stop.set()
         await self._stop.wait()
         log.info("shutting down: draining pods")
         for task in loops:
@@ -343,8 +449,18 @@ class Runtime:
         await self.session.close()
         with contextlib.suppress(OSError):
             self.dir.pid_file.unlink()
+            # A clean stop (delete); without this mark a missing runtime means it died (status says so).
+            self.dir.write_state({**(self.dir.read_state() or {}), "stopped": time.time()})
         log.info("stopped")
         return 0
+
+
+def _template_key(spec: ServiceSpec, config: AutoscalerConfig) -> str:
+    """What makes a new revision: everything but the traffic (and the config it scales with)."""
+    data = spec.to_json()
+    for key in ("traffic", "tags", "revision_name"):
+        data.pop(key, None)
+    return json.dumps([data, repr(config)], sort_keys=True)
 
 
 def main(argv: list[str] | None = None) -> int:

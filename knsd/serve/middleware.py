@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import secrets
 import time
 from typing import Any
@@ -14,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from knsd.errors import Unauthorized
 from knsd.serve.metrics import ServeMetrics
 
+REVISION = os.environ.get("K_REVISION", "").encode("latin-1", "replace")
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
@@ -89,6 +91,8 @@ class MetricsMiddleware:
                 # A1111 sends the processing time on every response; clients and knsd simulate read it.
                 elapsed = f"{time.perf_counter() - started:.4f}".encode()
                 message = {**message, "headers": [*message.get("headers", []), (b"x-process-time", elapsed)]}
+                if REVISION:  # Knative sets K_REVISION in the pod; knsd loadtest splits its report by it
+                    message["headers"].append((b"x-knsd-revision", REVISION))
             await send(message)
 
         try:

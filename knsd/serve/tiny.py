@@ -15,6 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from knsd.cachedir import cache_error
+
 # Bump when the architecture or the build changes: a new folder is built next to the old one.
 TINY_VERSION = "tiny-sd-v1"
 SEED = 20240611
@@ -31,10 +33,16 @@ def ensure_tiny_model(cache: Path) -> Path:
     target = tiny_model_dir(cache)
     if (target / "model_index.json").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{TINY_VERSION}-", dir=target.parent))
     try:
-        build_tiny_model(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{TINY_VERSION}-", dir=target.parent))
+    except OSError as exc:  # a read-only or full cache: say which folder
+        raise cache_error(cache, exc) from None
+    try:
+        try:
+            build_tiny_model(staging)
+        except OSError as exc:  # a disk that fills up while the weights are saved
+            raise cache_error(cache, exc) from None
         try:
             os.rename(staging, target)  # atomic: a concurrent builder either wins or finds it done
         except OSError:

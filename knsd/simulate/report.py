@@ -70,6 +70,19 @@ def table(rows: list[Row], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rollout_lines(rows: list[Row], results: list[SimResult]) -> str:
+    """The steps of each simulated rollout and the requests each revision served."""
+    out = []
+    for row, result in zip(rows, results, strict=True):
+        if not result.events:
+            continue
+        out += ["", f"Rollout ({row.name}):"]
+        out += [f"  {t:9.1f}s  {what}" for t, what in result.events]
+        served = ", ".join(f"{name} {n}" for name, n in result.by_revision.items())
+        out.append(f"  requests served: {served}")
+    return "\n".join(out) + ("\n" if out else "")
+
+
 def to_json(header: dict[str, Any], rows: list[Row], results: list[SimResult]) -> str:
     scenarios = []
     for row, result in zip(rows, results, strict=True):
@@ -87,6 +100,8 @@ def to_json(header: dict[str, Any], rows: list[Row], results: list[SimResult]) -
                 "cost": row.cost,
                 "cost_per_day": row.cost_per_day,
                 "scaled_to_zero_at": result.zero_at,
+                "rollout": [{"t": t, "event": what} for t, what in result.events],
+                "requests_by_revision": result.by_revision,
                 "simulated_seconds": result.end,
             }
         )  # fmt: skip

@@ -9,7 +9,7 @@ from knsd.errors import UsageError
 from knsd.knative.config import KEYS, AutoscalerConfig, ConfigError, parse_config, validate_config
 from knsd.knative.validation import validate_annotations
 from knsd.simulate.dist import Distribution
-from knsd.simulate.engine import SimResult, Simulation
+from knsd.simulate.engine import Rollout, SimResult, Simulation
 from knsd.simulate.workload import Workload
 from knsd.spec import ServiceSpec
 
@@ -32,6 +32,7 @@ class Scenario:
     name: str
     spec: ServiceSpec
     config: AutoscalerConfig
+    rollout: Rollout | None = None
 
 
 def _check(spec: ServiceSpec, config: AutoscalerConfig, flag: str) -> None:
@@ -83,4 +84,30 @@ def sweep(text: str, spec: ServiceSpec, config: AutoscalerConfig) -> list[Scenar
 def run(
     scenario: Scenario, workload: Workload, service: Distribution, cold: Distribution, seed: int
 ) -> SimResult:
-    return Simulation(scenario.spec, scenario.config, workload, service, cold, seed).run()
+    return Simulation(
+        scenario.spec, scenario.config, workload, service, cold, seed, rollout=scenario.rollout
+    ).run()
+
+
+def parse_rollout(text: str, duration: float) -> Rollout:
+    """`--rollout T[:PERCENT]`: at T (a duration or seconds) a new revision; PERCENT of the traffic once Ready."""
+    from knsd.simulate.dist import seconds
+
+    at_text, _, pct_text = text.partition(":")
+    at = seconds(at_text, "--rollout")
+    if not 0 <= at < duration:
+        raise UsageError("--rollout", f"T must be within the workload (0 to {duration:g}s), got {at_text!r}")
+    try:
+        percent = int(pct_text.removesuffix("%")) if pct_text else 100
+    except ValueError:
+        raise UsageError("--rollout", f"expected T[:PERCENT] with PERCENT 1-100, got {text!r}") from None
+    if not 1 <= percent <= 100:
+        raise UsageError("--rollout", f"PERCENT must be 1-100, got {percent}")
+    return Rollout(at, percent)
+
+
+def with_rollout(scenario: Scenario, rollout: Rollout) -> Scenario:
+    pct = "" if rollout.percent == 100 else f" ({rollout.percent}%)"
+    return dataclasses.replace(
+        scenario, name=f"{scenario.name}, rollout at {rollout.at:g}s{pct}", rollout=rollout
+    )

@@ -1,0 +1,49 @@
+"""A clear error when the knsd cache cannot take writes (a full disk, a read-only or foreign folder)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from pathlib import Path
+
+from knsd.errors import KnsdError
+
+REASONS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "it is on a read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+}
+PROBE_BYTES = 64 * 1024  # a state file or a log line must fit; a full disk fails here, not half-way
+
+
+class CacheError(KnsdError):
+    """The knsd cache directory cannot be written."""
+
+
+def cache_error(path: Path, exc: OSError) -> CacheError:
+    """The error for an OSError met while writing under `path`."""
+    reason = REASONS.get(exc.errno or 0, exc.strerror or str(exc))
+    return CacheError(
+        f"cannot write to the knsd cache directory {path}: {reason} ([Errno {exc.errno}] {exc.strerror}); "
+        "free some space or set KNSD_CACHE to a writable folder"
+    )
+
+
+def check_writable(path: Path) -> None:
+    """Create `path` if needed and write (and remove) a small probe file; CacheError naming it if not."""
+    probe = path / f".knsd-write-probe-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as out:
+            out.write(b"\0" * PROBE_BYTES)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        raise cache_error(path, exc) from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
