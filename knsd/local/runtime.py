@@ -30,6 +30,7 @@ from prometheus_client import (
 from knsd.errors import UsageError
 from knsd.knative.config import AutoscalerConfig, ConfigError, parse_config, validate_config
 from knsd.knative.controller import TICK
+from knsd.local.dashboard import Dashboard
 from knsd.local.pods import Pod, PodSet, pod_command, pod_env
 from knsd.local.proxy import forward, json_response
 from knsd.local.revision import Revision
@@ -112,6 +113,7 @@ class Runtime:
         self.tick_origin = self.started
         self._stop = asyncio.Event()
         self._generation = 0
+        self.dashboard = Dashboard(self)
 
     @property
     def url(self) -> str:
@@ -219,6 +221,8 @@ class Runtime:
         return await forward(request, self)
 
     async def _internal(self, request: web.Request, what: str) -> web.StreamResponse:
+        if (page := self.dashboard.respond(request, what)) is not None:
+            return page
         if what == "status" and request.method == "GET":
             return json_response(self.status())
         if what == "metrics" and request.method == "GET":
@@ -323,6 +327,7 @@ class Runtime:
         self.dir.pid_file.write_text(str(os.getpid()))
         log.info("route listening on %s", self.url)
         loops = [asyncio.create_task(self._metric_loop()), asyncio.create_task(self._tick_loop())]
+        loops.append(asyncio.create_task(self.dashboard.run(self._stop)))
         await self.deploy(self.spec, self.config)
         await self._stop.wait()
         log.info("shutting down: draining pods")
