@@ -35,6 +35,19 @@ def _missing() -> str | None:
 
 
 MISSING = _missing()
+# An init script for the generator page: records every value its progress bar and its text show.
+RECORD_PROGRESS = """
+window.__progress = [];
+window.__progressText = [];
+document.addEventListener("DOMContentLoaded", () => {
+  const bar = document.getElementById("progress");
+  const text = document.getElementById("progress-text");
+  new MutationObserver(() => window.__progress.push(Number(bar.getAttribute("aria-valuenow"))))
+    .observe(bar, { attributes: true, attributeFilter: ["aria-valuenow"] });
+  new MutationObserver(() => window.__progressText.push(text.textContent))
+    .observe(text, { childList: true, characterData: true, subtree: true });
+});
+"""
 needs_browser = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
 

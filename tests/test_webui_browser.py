@@ -15,24 +15,11 @@ from starlette.routing import Route
 
 from knsd.serve.app import create_app
 from knsd.serve.settings import ServeSettings
-from tests.browser import launch, needs_browser, screenshot_dir, watch
+from tests.browser import RECORD_PROGRESS, launch, needs_browser, screenshot_dir, watch
 from tests.helpers import running
 
 pytestmark = needs_browser
 
-# Records every value the progress bar shows, from the page's first script on.
-RECORD_PROGRESS = """
-window.__progress = [];
-window.__progressText = [];
-document.addEventListener("DOMContentLoaded", () => {
-  const bar = document.getElementById("progress");
-  const text = document.getElementById("progress-text");
-  new MutationObserver(() => window.__progress.push(Number(bar.getAttribute("aria-valuenow"))))
-    .observe(bar, { attributes: true, attributeFilter: ["aria-valuenow"] });
-  new MutationObserver(() => window.__progressText.push(text.textContent))
-    .observe(text, { childList: true, characterData: true, subtree: true });
-});
-"""
 LONG = 240_000  # ms; the tiny pipeline is quick, but a loaded CI machine is not
 
 
