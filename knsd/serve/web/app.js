@@ -257,6 +257,7 @@ function addCard(image, infotext, seed, body) {
   thumb.addEventListener("click", (event) => {
     event.preventDefault();
     $("lightbox-image").src = url;
+    $("lightbox-image").classList.toggle("small", img.naturalWidth < 256);
     $("lightbox-text").textContent = infotext;
     $("lightbox").showModal();
   });
