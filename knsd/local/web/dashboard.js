@@ -79,20 +79,25 @@ function draw(svg, samples, series, options) {
   }
   for (const s of series) {
     const y = s.right ? yr : yl;
-    let d = "";
-    let open = false;
+    // Runs of consecutive samples with a value; a run of one (a lone latency) is drawn as a dot.
+    const runs = [[]];
     for (const sample of shown) {
       const v = s.value(sample);
-      if (v === null || v === undefined) { open = false; continue; }
-      if (!open) { d += `M${x(sample.t).toFixed(1)},${y(v).toFixed(1)}`; open = true; }
-      else if (s.step) d += `H${x(sample.t).toFixed(1)}V${y(v).toFixed(1)}`;
-      else d += `L${x(sample.t).toFixed(1)},${y(v).toFixed(1)}`;
+      if (v === null || v === undefined) { if (runs[runs.length - 1].length) runs.push([]); continue; }
+      runs[runs.length - 1].push([x(sample.t), y(v)]);
     }
-    if (open && s.step && shown.length) d += `H${x(shown[shown.length - 1].t).toFixed(1)}`;
-    const path = el("path", { d, class: "line", stroke: css(s.color) });
-    if (s.dashed) path.setAttribute("stroke-dasharray", "6 4");
-    if (s.width) path.setAttribute("stroke-width", s.width);
-    svg.append(path);
+    for (const run of runs.filter((r) => r.length)) {
+      if (run.length === 1) {
+        svg.append(el("circle", { cx: run[0][0], cy: run[0][1], r: 3, fill: css(s.color) }));
+        continue;
+      }
+      let d = `M${run[0][0].toFixed(1)},${run[0][1].toFixed(1)}`;
+      for (const [px, py] of run.slice(1)) d += s.step ? `H${px.toFixed(1)}V${py.toFixed(1)}` : `L${px.toFixed(1)},${py.toFixed(1)}`;
+      const path = el("path", { d, class: "line", stroke: css(s.color) });
+      if (s.dashed) path.setAttribute("stroke-dasharray", "6 4");
+      if (s.width) path.setAttribute("stroke-width", s.width);
+      svg.append(path);
+    }
   }
 }
 
@@ -163,7 +168,7 @@ function tiles(status) {
   $("stat-buffered").textContent = last ? String(last.buffered) : "–";
   $("stat-inflight").textContent = last ? String(last.inflight) : "–";
   $("stat-rps").textContent = last ? last.rps.toFixed(1) : "–";
-  const latencies = view.samples.slice(-10).filter((s) => s.latency !== null);
+  const latencies = view.samples.slice(-60).filter((s) => s.latency !== null);
   $("stat-latency").textContent = latencies.length ? `${latencies[latencies.length - 1].latency.toFixed(2)} s` : "–";
 }
 
