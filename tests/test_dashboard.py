@@ -64,6 +64,7 @@ def browser() -> Iterator[Any]:
 
 @needs_browser
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_dashboard_lists_pods_while_a_load_runs(cache: Path, browser: Any, tmp_path: Path) -> None:
     with local_service(cache, "dash", "--scale-max", "2", "--scale-window", "6s") as url:
         w = watch(browser.new_page(viewport={"width": 1360, "height": 1000}))

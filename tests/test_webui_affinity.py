@@ -18,7 +18,7 @@ import pytest
 from tests.browser import RECORD_PROGRESS, launch, needs_browser, watch
 from tests.local_helpers import live_pods, local_service, wait_until
 
-pytestmark = [needs_browser, pytest.mark.slow]
+pytestmark = [needs_browser, pytest.mark.slow, pytest.mark.timeout(900)]
 FLAGS = ["--scale-min", "2", "--scale-max", "2", "--concurrency-limit", "2", "--affinity", "cookie",
          "--cookie-name", "sdpin"]  # fmt: skip
 

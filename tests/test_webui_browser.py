@@ -18,7 +18,7 @@ from knsd.serve.settings import ServeSettings
 from tests.browser import RECORD_PROGRESS, launch, needs_browser, screenshot_dir, watch
 from tests.helpers import running
 
-pytestmark = needs_browser
+pytestmark = [needs_browser, pytest.mark.timeout(600)]
 
 LONG = 240_000  # ms; the tiny pipeline is quick, but a loaded CI machine is not
 
