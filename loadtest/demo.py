@@ -10,10 +10,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+from knsd.paths import cache_dir
 
 NAME = "sd-demo"
 ADDRESS = os.environ.get("KNSD_DEMO_ADDRESS", "127.0.0.1:8080")
 URL = f"http://{ADDRESS}"
+# The load test's chart (pods, latency over time, histogram); not in the repository (*.png is ignored).
+PLOT = Path(os.environ.get("KNSD_DEMO_PLOT") or cache_dir() / "demo" / "loadtest.png")
 KNSD = [sys.executable, "-m", "knsd"]
 DEPLOY = [
     "deploy", "--local", "--name", NAME, "--local-address", ADDRESS,
@@ -24,7 +29,7 @@ DEPLOY = [
 LOAD = [
     "loadtest", "-z", "30s", "-c", "3", "-t", "120", "-m", "POST", "-T", "application/json",
     "-d", '{"prompt": "pretty dog", "width": 256, "height": 256, "steps": 20}',
-    "--local", "--expect-pods", "3", "--expect-zero-after", "90", f"{URL}/sdapi/v1/txt2img",
+    "--local", "--expect-pods", "3", "--expect-zero-after", "90", "--plot", str(PLOT), f"{URL}/sdapi/v1/txt2img",
 ]  # fmt: skip
 
 
@@ -36,8 +41,12 @@ def knsd(*args: str, check: bool = True) -> int:
 
 def main() -> int:
     subprocess.run([*KNSD, "delete", NAME, "--local"], capture_output=True)
+    PLOT.parent.mkdir(parents=True, exist_ok=True)
     knsd(*DEPLOY)
     try:
+        print(
+            f"\nWatch it live in a browser: {URL}/.knsd/ (the runtime's dashboard); {URL}/ is the generator."
+        )
         print("\nThe service starts at zero pods. 3 clients now send txt2img requests back to back for 30 s;")
         print("each pod takes one request at a time, so Knative's autoscaler must scale out to 3 pods, then")
         print("back to zero once the load stops (stable window 20 s, grace period 10 s).", flush=True)
@@ -46,6 +55,8 @@ def main() -> int:
             "\nScale-out verified: 0 -> 3 pods -> 0." if code == 0 else "\nScale-out check FAILED.",
             flush=True,
         )
+        if PLOT.exists():
+            print(f"Plot of the run (ready pods, latency over time, latency histogram): {PLOT}", flush=True)
         return code
     finally:
         knsd("delete", NAME, "--local")

@@ -36,6 +36,11 @@ def loadtest(ctx: typer.Context) -> None:
             if outcome.scale is not None:
                 sys.stdout.write(scale_text(outcome.scale))
         sys.stdout.flush()
+        if spec.plot is not None:
+            from knsd.loadtest.plot import plot_run
+
+            plot_run(spec.plot, outcome.run, outcome.scale, f"knsd loadtest {spec.method} {spec.url}")
+            typer.echo(f"plot written to {spec.plot}", err=True)
         if outcome.scale is not None and outcome.scale.failures:
             for failure in outcome.scale.failures:
                 typer.echo(f"knsd loadtest: scale-out check failed: {failure}", err=True)

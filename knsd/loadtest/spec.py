@@ -47,10 +47,12 @@ knsd's options:
   --namespace NS, --kubeconfig PATH, --context CTX   Cluster access for --service.
   --expect-pods N       Exit 1 unless at least N pods were ready at once.
   --expect-zero-after S Exit 1 unless the service is back to zero pods S seconds after the load.
+  --plot FILE.png       Write a chart: ready pods over time, latency over time, latency histogram.
 """
 
 VALUE_FLAGS = {"n", "c", "q", "z", "o", "m", "H", "t", "A", "d", "D", "T", "U", "a", "x", "host", "rate",
-               "service", "namespace", "kubeconfig", "context", "expect-pods", "expect-zero-after", "cpus"}  # fmt: skip
+               "service", "namespace", "kubeconfig", "context", "expect-pods", "expect-zero-after", "cpus",
+               "plot"}  # fmt: skip
 BOOL_FLAGS = {"disable-compression", "disable-keepalive", "disable-redirects", "local", "h2"}
 HEADER = re.compile(r"^([\w-]+):\s*(.+)")
 AUTH = re.compile(r"^(.+):([^\s].+)")
@@ -87,6 +89,7 @@ class LoadSpec:
     expect_pods: int | None = None
     expect_zero_after: float | None = None
     accept: str | None = None
+    plot: Path | None = None  # --plot FILE.png
 
     @property
     def watching(self) -> bool:
@@ -256,4 +259,17 @@ def parse_args(argv: list[str]) -> LoadSpec:
         expect_pods=expect_pods,
         expect_zero_after=expect_zero,
         accept=values.get("A", [None])[-1],
+        plot=_plot_path(values),
     )
+
+
+def _plot_path(values: dict[str, list[str]]) -> Path | None:
+    """--plot FILE.png: checked before the load runs, so a typo does not cost a whole test."""
+    if "plot" not in values:
+        return None
+    path = Path(values["plot"][-1])
+    if path.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise UsageError("--plot", f"expected a .png, .svg or .pdf file name, got {str(path)!r}")
+    if not path.parent.is_dir():
+        raise UsageError("--plot", f"the folder {str(path.parent)!r} does not exist")
+    return path

@@ -32,6 +32,7 @@ from knsd.errors import UsageError
 from knsd.knative.config import AutoscalerConfig, ConfigError, parse_config, validate_config
 from knsd.knative.controller import TICK
 from knsd.local import control
+from knsd.local.dashboard import Dashboard
 from knsd.local.pods import Pod, PodSet, pod_command, pod_env
 from knsd.local.proxy import forward, json_response
 from knsd.local.revision import Revision
@@ -128,6 +129,7 @@ class Runtime:
         self.traffic_reason: str | None = None  # why the wanted split is not programmed yet
         self._retiring: set[Revision] = set()
         self.token = ""  # the control secret (knsd.local.control), set when the route starts
+        self.dashboard = Dashboard(self)
 
     @property
     def url(self) -> str:
@@ -309,6 +311,8 @@ class Runtime:
                 detail = f"{INTERNAL}{what} needs the control token in {control.token_path(self.dir.root)}"
                 error = "Unauthorized" if denied == 401 else "Forbidden"
                 return json_response({"error": error, "detail": detail}, status=denied)
+        if (page := self.dashboard.respond(request, what)) is not None:
+            return page
         if what == "status" and request.method == "GET":
             return json_response(self.status())
         if what == "metrics" and request.method == "GET":
@@ -425,6 +429,7 @@ class Runtime:
         self.dir.pid_file.write_text(str(os.getpid()))
         log.info("route listening on %s", self.url)
         loops = [asyncio.create_task(self._metric_loop()), asyncio.create_task(self._tick_loop())]
+        loops.append(asyncio.create_task(self.dashboard.run(self._stop)))
         try:
             await self.deploy(self.spec, self.config)
         except UsageError as exc:

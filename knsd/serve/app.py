@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from knsd.errors import KnsdError, Unavailable
 from knsd.serve import routes as r
+from knsd.serve import webui
 from knsd.serve.loader import LoadedModel
 from knsd.serve.middleware import AuthMiddleware, MetricsMiddleware
 from knsd.serve.settings import ServeSettings
@@ -36,6 +37,8 @@ ROUTES = [
     Route("/healthz", r.healthz, methods=["GET"]),
     Route("/readyz", r.readyz, methods=["GET"]),
     Route("/metrics", r.metrics, methods=["GET"]),
+    Route("/", webui.index, methods=["GET"]),
+    Route("/ui/{name}", webui.asset, methods=["GET"]),
 ]
 
 

@@ -1,0 +1,66 @@
+"""The generator page through the local route with several pods: the affinity cookie brings its progress
+polls to the pod that is generating, so the bar moves.
+
+containerConcurrency 2: with 1, a poll pinned to the busy pod waits at the activator behind the generation
+(as queue-proxy holds it in Knative), and the bar can only jump to the end. knsd serve still runs one
+generation at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.browser import RECORD_PROGRESS, launch, needs_browser, watch
+from tests.local_helpers import live_pods, local_service, wait_until
+
+pytestmark = [needs_browser, pytest.mark.slow, pytest.mark.timeout(900)]
+FLAGS = ["--scale-min", "2", "--scale-max", "2", "--concurrency-limit", "2", "--affinity", "cookie",
+         "--cookie-name", "sdpin"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with launch() as launched:
+        yield launched
+
+
+def test_progress_polls_follow_the_cookie_to_the_generating_pod(cache: Path, browser: Any) -> None:
+    with local_service(cache, "webpin", *FLAGS) as url:
+        wait_until(lambda: sum(p["state"] == "ready" for p in live_pods(url)) == 2, 240, "2 ready pods")
+        # The activator tries pods in the order they became ready ("first available"): pin the browser to
+        # the second, where only the cookie sends requests.
+        first, second = (p["name"] for p in sorted(live_pods(url), key=lambda p: p["ready_at"]))
+        ctx = browser.new_context()
+        ctx.add_cookies([{"name": "sdpin", "value": second, "url": url}])
+        ctx.add_init_script(RECORD_PROGRESS)
+        w = watch(ctx.new_page())
+        page = w.page
+        page.goto(url + "/", wait_until="networkidle")
+        page.fill("#prompt", "a pretty dog")
+        page.fill("#steps", "40")
+        page.fill("#width", "256")
+        page.fill("#height", "256")
+        page.click("#generate")
+        page.wait_for_function("window.__progressText.some(t => t.startsWith('Step '))", timeout=240_000)
+        # A client without the cookie asks the other pod, which has nothing running.
+        stranger = httpx.get(url + "/sdapi/v1/progress", timeout=30)
+        assert stranger.headers["x-knsd-pod"] == first and stranger.json()["state"]["job_count"] == 0
+        page.wait_for_selector("#gallery img", timeout=240_000)
+
+        pods = {
+            u.split("/sdapi/v1/")[-1].split("?")[0]: h["x-knsd-pod"]
+            for u, _, h in w.responses
+            if "/sdapi/v1/" in u
+        }
+        served = {(u.split("/sdapi/v1/")[-1].split("?")[0], h.get("x-knsd-pod")) for u, _, h in w.responses}
+        assert pods["txt2img"] == second
+        assert {pod for route, pod in served if route == "progress"} == {second}
+        seen = page.evaluate("window.__progress")
+        assert any(0 < v < 100 for v in seen), f"the bar never moved before the end: {seen}"
+        assert w.errors == []
+        ctx.close()
