@@ -55,7 +55,8 @@ def status(name: str, cache: Path | None = None) -> dict[str, Any]:
             f"no local service {name!r} is running (knsd deploy --local --name {name} starts one)"
         )
     try:
-        return httpx.get(state["url"] + "/.knsd/status", timeout=5).json()
+        answer: dict[str, Any] = httpx.get(state["url"] + "/.knsd/status", timeout=5).json()
+        return answer
     except (httpx.HTTPError, ValueError) as exc:
         raise LocalRuntimeError(f"local service {name!r} does not answer at {state['url']}: {exc}") from exc
 
@@ -135,7 +136,7 @@ def _wait_ready(
                 f"the local runtime exited during start-up; its log:\n{directory.log_tail()}"
             )
         with contextlib.suppress(httpx.HTTPError, ValueError):
-            st = httpx.get(url + "/.knsd/status", timeout=2).json()
+            st: dict[str, Any] = httpx.get(url + "/.knsd/status", timeout=2).json()
             named = [r for r in st["revisions"] if r["name"] == revision]
             cur = named[-1] if named else st["revisions"][-1] if st["revisions"] else None
             if cur is not None:
