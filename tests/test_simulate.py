@@ -234,8 +234,9 @@ def test_simulation_agrees_with_the_local_runtime(cache: Path) -> None:
     assert abs(sim_p50 - real_p50) <= 0.3 * real_p50, (sim.latencies, results)
 
 
-def test_a_day_at_10_per_second_runs_in_seconds() -> None:
-    started = time.perf_counter()
+def test_a_day_at_10_per_second_is_simulated_whole() -> None:
+    # Its speed is a benchmark's figure (loadtest/bench_simulate.py), not a timed assertion: a busy CI
+    # machine made a 60 s bound fail at 94 s while the same run takes 8 s on a quiet one.
     result = Simulation(
         ServiceSpec(scale_max=0),
         AutoscalerConfig(),
@@ -244,4 +245,4 @@ def test_a_day_at_10_per_second_runs_in_seconds() -> None:
         Distribution("fixed", 30.0),
     ).run()
     assert result.requests > 850_000 and result.statuses.get(200, 0) > 0.99 * result.requests
-    assert time.perf_counter() - started < 60  # a generous bound; the benchmark states the figure
+    assert result.zero_at, "a day ending in silence scales to zero"
