@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from knsd.errors import BadRequest, InvalidField, PayloadTooLarge
+from knsd.serve.engine import Generated
 from knsd.serve.images import encode_png
 from knsd.serve.infotext import info, infotext, parameters
 from knsd.serve.params import GenerationRequest, parse_img2img, parse_openai, parse_txt2img
@@ -50,9 +51,13 @@ async def _generate(request: Request, req: GenerationRequest, job: str) -> list[
     def work() -> list[str]:
         images = engine.generate(req, job=job)
         state.metrics.images.inc(len(images))
-        return [
-            encode_png(img, infotext(req, seed, model)) for img, seed in zip(images, req.seeds, strict=False)
-        ]
+        extra = getattr(images, "extra", {})  # infotext keys the run added (e.g. LoRA hashes)
+        encoded = Generated(
+            encode_png(img, infotext(req, seed, model, sub, extra))
+            for img, seed, sub in zip(images, req.seeds, req.subseeds, strict=False)
+        )
+        encoded.extra = extra
+        return encoded
 
     async with state.admission.slot():
         return await state.in_worker(work)
@@ -64,7 +69,7 @@ def _a1111_response(request: Request, req: GenerationRequest, images: list[str])
         {
             "images": images if req.send_images else [],
             "parameters": parameters(req),
-            "info": json.dumps(info(req, model)),
+            "info": json.dumps(info(req, model, extra=getattr(images, "extra", None))),
         }
     )
 
