@@ -15,13 +15,14 @@ from typing import Any
 
 from knsd.errors import InvalidField
 from knsd.serve.conditioning import ClipTower, check_clip_skip, towers_for
-from knsd.serve.guidance import PassConds, encode_schedule, schedule_steps, uneven_cfg
+from knsd.serve.families import check_request, check_size
+from knsd.serve.guidance import PassConds, encode_schedule, require_plain_prompt, schedule_steps, uneven_cfg
 from knsd.serve.hires import HiresSpec, crop_latents, upscale_image, upscale_latents
 from knsd.serve.loader import LoadedModel
 from knsd.serve.noise import SeedSpec, first_noise
 from knsd.serve.params import GenerationRequest
 from knsd.serve.prompts import parse_extra_networks
-from knsd.serve.samplers import SamplerChoice
+from knsd.serve.samplers import SamplerChoice, scheduler_for
 
 
 @dataclass(slots=True)
@@ -88,13 +89,14 @@ class Engine:
         self._interrupt.set()
         return True
 
-    def _scheduler(self, choice: SamplerChoice) -> Any:
-        key = (choice.scheduler_class, choice.options)
+    def _scheduler(self, choice: SamplerChoice, img2img: bool = False) -> Any:
+        # The family maps A1111's sampler to its scheduler (SD 3.x: flow-matching ones).
+        key = scheduler_for(_family(self.model), choice, dict(self._base_config), img2img)
         if key not in self._schedulers:
             import diffusers
 
-            cls = getattr(diffusers, choice.scheduler_class)
-            self._schedulers[key] = cls.from_config(self._base_config, **dict(choice.options))
+            cls = getattr(diffusers, key[0])
+            self._schedulers[key] = cls.from_config(self._base_config, **dict(key[1]))
         return self._schedulers[key]
 
     def towers(self) -> list[ClipTower] | None:
@@ -139,9 +141,12 @@ class Engine:
         hires_steps: int | None,
     ) -> PassConds | None:
         towers = self.towers()
-        if towers is None:
-            return None
         opts = req.prompt_options
+        if towers is None:
+            tokenizer = self.model.tokenizers[0] if self.model.tokenizers else None
+            require_plain_prompt(prompt, "prompt", opts, steps, tokenizer)
+            require_plain_prompt(negative, "negative_prompt", opts, steps, tokenizer)
+            return None
         check_clip_skip(towers, opts)
         # SDXL: an all-empty negative prompt is zeros, as A1111's force_zero_negative_prompt.
         zero = _family(self.model) == "sdxl" and negative == ""
@@ -156,6 +161,10 @@ class Engine:
         """Generate batch_size x n_iter images inside the request's add-on session (issue 12's hook)."""
         from knsd.serve.addons import addons_session
 
+        check_request(self.model, req)  # the family's size and sampler rules (issue 10)
+        if req.hires is not None:
+            check_size(self.model.family, *req.hires.output_size)
+            scheduler_for(_family(self.model), req.hires.sampler, dict(self._base_config), True)
         self.check_extra_networks(req)
         session = addons_session(self.addons, req)
         if session is None:
@@ -228,7 +237,7 @@ class Engine:
     def _txt2img(self, req: GenerationRequest, spec: SeedSpec, conds: PassConds | None, output: str) -> Any:
         pipe = self.model.txt2img
         pipe.scheduler = self._scheduler(req.sampler)
-        channels = int(pipe.unet.config.in_channels) if hasattr(pipe, "unet") else 16
+        channels = int(self.model.family.latent_channels)
         scale = int(getattr(pipe, "vae_scale_factor", 8))
         latents, generators = first_noise((channels, req.height // scale, req.width // scale), spec)
         kwargs = {
@@ -247,7 +256,7 @@ class Engine:
         import torch
 
         pipe = self.model.img2img
-        pipe.scheduler = self._scheduler(req.sampler)
+        pipe.scheduler = self._scheduler(req.sampler, img2img=True)
         if not spec.plain:
             raise InvalidField(
                 "subseed_strength",
@@ -302,7 +311,7 @@ class Engine:
         # A1111 runs exactly `steps` steps: the tail of a schedule of int(steps / strength) steps.
         total = max(int(steps / min(hr.denoising_strength, 0.999)), steps)
         pipe = self.model.img2img
-        pipe.scheduler = self._scheduler(hr.sampler)
+        pipe.scheduler = self._scheduler(hr.sampler, img2img=True)
         hr_prompt = parse_extra_networks(hr.prompt)[0]
         kwargs = {
             **self._prompt_kwargs(req, conds, hr_prompt, hr.negative_prompt),
@@ -317,12 +326,18 @@ class Engine:
             return self._run(_Pass(pipe, conds, kwargs), steps)
         # Variation seeds: the hires noise is A1111's first draw over the hires latent shape.
         noise, _ = first_noise(tuple(upscaled.shape[1:]), spec)
-        add_noise = pipe.scheduler.add_noise
-        pipe.scheduler.add_noise = lambda original, _noise, t: add_noise(original, noise.to(original), t)
+        scheduler = pipe.scheduler
+        if hasattr(scheduler, "scale_noise"):  # flow matching (SD 3.x): scale_noise(sample, t, noise)
+            scale = scheduler.scale_noise
+            scheduler.scale_noise = lambda sample, t, _noise: scale(sample, t, noise.to(sample))
+        else:
+            add = scheduler.add_noise
+            scheduler.add_noise = lambda original, _noise, t: add(original, noise.to(original), t)
         try:
             return self._run(_Pass(pipe, conds, kwargs), steps)
         finally:
-            del pipe.scheduler.add_noise
+            scheduler.__dict__.pop("scale_noise", None)
+            scheduler.__dict__.pop("add_noise", None)
 
     def _run(self, run: _Pass, steps: int) -> Any:
         """Call the pipeline with progress, interrupt and schedule switches in its step callback."""

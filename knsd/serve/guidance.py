@@ -15,7 +15,7 @@ from typing import Any
 
 from knsd.errors import InvalidField
 from knsd.serve.conditioning import ClipTower, Encoded, PromptOptions, encode_texts
-from knsd.serve.prompts import prompt_schedules, split_and, text_at_step
+from knsd.serve.prompts import parse_prompt_attention, prompt_schedules, split_and, text_at_step
 
 # Samplers that evaluate the model twice per step: A1111 resolves schedules over twice the steps.
 SECOND_ORDER = frozenset({"Heun", "DPM2", "DPM2 a", "DPM++ SDE"})
@@ -59,12 +59,48 @@ def encode_schedule(
             prompt,
         )
     schedule = prompt_schedules(prompt, steps, hires_steps)
-    encoded = encode_texts(towers, [text for _, text in schedule], opts, zero=zero)
+    try:
+        encoded = encode_texts(towers, [text for _, text in schedule], opts, zero=zero)
+    except ValueError as exc:  # A1111's float() of a malformed weight such as (a:1.2.3)
+        raise InvalidField(field, "a prompt whose (text:weight) weights are numbers", prompt) from exc
     entries = []
     for i, (end, _) in enumerate(schedule):
         pooled = encoded.pooled[i : i + 1] if encoded.pooled is not None else None
         entries.append((end, Encoded(encoded.hidden[i : i + 1], pooled)))
     return Schedule(tuple(entries))
+
+
+def require_plain_prompt(
+    prompt: str, field: str, opts: PromptOptions, steps: int, tokenizer: Any = None
+) -> None:
+    """For families whose prompts diffusers encodes (SD 3.x): refuse syntax that would be read as text."""
+    family = "SD 3.x models"
+    try:
+        parsed = parse_prompt_attention(prompt)
+    except ValueError:
+        parsed = [("", 0.0)]
+    weighted = any(w != 1.0 for _, w in parsed)
+    if weighted or len(prompt_schedules(prompt, steps)) > 1 or len(split_and(prompt)) > 1:
+        raise InvalidField(
+            field,
+            f"plain text on {family}: emphasis (), [], BREAK, prompt editing and AND are supported on SD 1.x, "
+            "2.x and SDXL only",
+            prompt,
+        )
+    if tokenizer is not None:
+        count = len(tokenizer(prompt, truncation=False, add_special_tokens=False)["input_ids"])
+        if count > 75:
+            raise InvalidField(
+                field,
+                f"at most 75 CLIP tokens on {family} (knsd does not split SD 3.x prompts into chunks)",
+                f"{count} tokens",
+            )
+    if opts.clip_skip > 1:
+        raise InvalidField(
+            "override_settings.CLIP_stop_at_last_layers",
+            f"1 on {family} (clip skip is not supported)",
+            opts.clip_skip,
+        )
 
 
 def _pad(hidden: Any, length: int) -> Any:
