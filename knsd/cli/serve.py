@@ -79,6 +79,31 @@ def serve(
         True, "--warmup/--no-warmup", help="Run one generation before reporting ready."
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    lora_dir: Path | None = typer.Option(
+        None, "--lora-dir", envvar="KNSD_LORA_DIR", help="LoRA files (default: Lora/ next to the model)."
+    ),
+    controlnet_dir: Path | None = typer.Option(
+        None,
+        "--controlnet-dir",
+        envvar="KNSD_CONTROLNET_DIR",
+        help="ControlNet models (default: ControlNet/ next to the model).",
+    ),
+    embeddings_dir: Path | None = typer.Option(
+        None,
+        "--embeddings-dir",
+        envvar="KNSD_EMBEDDINGS_DIR",
+        help="Textual-inversion embeddings (default: embeddings/ next to the model).",
+    ),
+    lora_cache_mb: float = typer.Option(
+        1024.0, "--lora-cache-mb", min=0.0, help="RAM for parsed LoRA tensors (LRU cache), MiB."
+    ),
+    lora_overlap_steps: int = typer.Option(
+        0,
+        "--lora-overlap-steps",
+        min=0,
+        max=150,
+        help="Load an uncached LoRA while the first K steps run without it (0: A1111's exact semantics).",
+    ),
 ) -> None:
     """Serve a Stable Diffusion model over A1111's and OpenAI's HTTP APIs, one request at a time."""
     from knsd.serve.server import run
@@ -101,6 +126,11 @@ def serve(
         model_config=model_config,
         log_level=log_level,
         port_file=port_file,
+        lora_dir=lora_dir,
+        controlnet_dir=controlnet_dir,
+        embeddings_dir=embeddings_dir,
+        lora_cache_mb=lora_cache_mb,
+        lora_overlap_steps=lora_overlap_steps,
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
