@@ -79,6 +79,9 @@ def serve(
         True, "--warmup/--no-warmup", help="Run one generation before reporting ready."
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    styles_file: list[Path] = typer.Option(
+        [], "--styles-file", help="A1111 styles CSV (name,prompt,negative_prompt); repeatable."
+    ),
     lora_dir: Path | None = typer.Option(
         None, "--lora-dir", envvar="KNSD_LORA_DIR", help="LoRA files (default: Lora/ next to the model)."
     ),
@@ -126,6 +129,7 @@ def serve(
         model_config=model_config,
         log_level=log_level,
         port_file=port_file,
+        styles_files=tuple(styles_file),
         lora_dir=lora_dir,
         controlnet_dir=controlnet_dir,
         embeddings_dir=embeddings_dir,

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from knsd.errors import KnsdError, Unavailable
+from knsd.serve import api_routes, openapi
 from knsd.serve import routes as r
 from knsd.serve.loader import LoadedModel
 from knsd.serve.middleware import AuthMiddleware, MetricsMiddleware
@@ -36,6 +37,8 @@ ROUTES = [
     Route("/healthz", r.healthz, methods=["GET"]),
     Route("/readyz", r.readyz, methods=["GET"]),
     Route("/metrics", r.metrics, methods=["GET"]),
+    *api_routes.ROUTES,
+    *openapi.ROUTES,
 ]
 
 

@@ -15,8 +15,28 @@ from knsd.serve.engine import Generated
 from knsd.serve.images import encode_png
 from knsd.serve.infotext import info, infotext, parameters
 from knsd.serve.params import GenerationRequest, parse_img2img, parse_openai, parse_txt2img
+from knsd.serve.openapi import doc
 from knsd.serve.samplers import SAMPLERS, SCHEDULES
+from knsd.serve.schemas import (
+    EMPTY_OBJECT,
+    GENERATION_RESPONSE,
+    IMG2IMG_REQUEST,
+    NULL,
+    OPENAI_REQUEST,
+    OPENAI_RESPONSE,
+    OPTIONS,
+    PROGRESS_RESPONSE,
+    SAMPLER_ITEM,
+    SCHEDULER_ITEM,
+    SD_MODEL_ITEM,
+    TXT2IMG_REQUEST,
+    arr,
+    boolean,
+    obj,
+    string,
+)
 from knsd.serve.state import ServerState
+from knsd.serve.styles import apply_styles
 
 
 def _state(request: Request) -> ServerState:
@@ -74,18 +94,33 @@ def _a1111_response(request: Request, req: GenerationRequest, images: list[str])
     )
 
 
+@doc(
+    "Generate images from a prompt (A1111)",
+    request=TXT2IMG_REQUEST,
+    response=GENERATION_RESPONSE,
+    errors=(503,),
+)
 async def txt2img(request: Request) -> Response:
     state = _state(request)
-    req = parse_txt2img(await read_json(request, state.settings.max_body_bytes), state.settings.max_pixels)
+    body = apply_styles(await read_json(request, state.settings.max_body_bytes), state.styles)
+    req = parse_txt2img(body, state.settings.max_pixels)
     return _a1111_response(request, req, await _generate(request, req, "txt2img"))
 
 
+@doc(
+    "Generate images from an image and a prompt (A1111)",
+    request=IMG2IMG_REQUEST,
+    response=GENERATION_RESPONSE,
+    errors=(503,),
+)
 async def img2img(request: Request) -> Response:
     state = _state(request)
-    req = parse_img2img(await read_json(request, state.settings.max_body_bytes), state.settings.max_pixels)
+    body = apply_styles(await read_json(request, state.settings.max_body_bytes), state.styles)
+    req = parse_img2img(body, state.settings.max_pixels)
     return _a1111_response(request, req, await _generate(request, req, "img2img"))
 
 
+@doc("Generate images (OpenAI images API)", request=OPENAI_REQUEST, response=OPENAI_RESPONSE, errors=(503,))
 async def openai_images(request: Request) -> Response:
     state = _state(request)
     body = await read_json(request, state.settings.max_body_bytes)
@@ -98,6 +133,11 @@ async def openai_images(request: Request) -> Response:
     return JSONResponse({"created": int(time.time()), "data": data})
 
 
+@doc(
+    "Progress of the running job",
+    response=PROGRESS_RESPONSE,
+    query=(("skip_current_image", boolean(default=False)),),
+)
 async def progress(request: Request) -> Response:
     engine = _state(request).engine
     p = engine.progress if engine is not None else None
@@ -126,6 +166,7 @@ async def progress(request: Request) -> Response:
     )
 
 
+@doc("Stop the running job after its current step", response=EMPTY_OBJECT)
 async def interrupt(request: Request) -> Response:
     engine = _state(request).engine
     if engine is not None:
@@ -133,6 +174,7 @@ async def interrupt(request: Request) -> Response:
     return JSONResponse({})
 
 
+@doc("The loaded checkpoint (one model per pod)", response=arr(SD_MODEL_ITEM), errors=(503,))
 async def sd_models(request: Request) -> Response:
     engine = _state(request).require_engine()
     m = engine.model
@@ -150,10 +192,12 @@ async def sd_models(request: Request) -> Response:
     )
 
 
+@doc("Samplers", response=arr(SAMPLER_ITEM))
 async def samplers(request: Request) -> Response:
     return JSONResponse([{"name": s.name, "aliases": list(s.aliases), "options": {}} for s in SAMPLERS])
 
 
+@doc("Schedule types", response=arr(SCHEDULER_ITEM))
 async def schedulers(request: Request) -> Response:
     return JSONResponse(
         [
@@ -175,10 +219,17 @@ def _options(state: ServerState) -> dict[str, Any]:
     return {"sd_model_checkpoint": title, "samples_format": "png", "sd_checkpoint_hash": None}
 
 
+@doc("Settings", response=OPTIONS)
 async def get_options(request: Request) -> Response:
     return JSONResponse(_options(_state(request)))
 
 
+@doc(
+    "Change settings (sd_model_checkpoint must name the loaded model)",
+    request=obj({}),
+    response=NULL,
+    errors=(503,),
+)
 async def set_options(request: Request) -> Response:
     state = _state(request)
     body = await read_json(request, state.settings.max_body_bytes)
@@ -192,10 +243,17 @@ async def set_options(request: Request) -> Response:
     return JSONResponse(None)
 
 
+@doc("Liveness: 200 once the process listens", response=obj({"status": string()}), tag="probes")
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "alive"})
 
 
+@doc(
+    "Readiness: 200 once the model is loaded and warm; 503 while loading, draining or failed",
+    response=obj({"status": string(), "error": string()}),
+    errors=(503,),
+    tag="probes",
+)
 async def readyz(request: Request) -> Response:
     state = _state(request)
     status = state.readiness()
@@ -207,5 +265,6 @@ async def readyz(request: Request) -> Response:
     return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
 
+@doc("Prometheus metrics", response=string(), media_type="text/plain", tag="probes")
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(_state(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)

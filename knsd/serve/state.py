@@ -19,6 +19,7 @@ from knsd.serve.loader import LoadedModel, load_model
 from knsd.serve.metrics import ServeMetrics, create_metrics
 from knsd.serve.params import parse_txt2img
 from knsd.serve.settings import ServeSettings
+from knsd.serve.styles import StyleDatabase, load_styles
 
 log = logging.getLogger("knsd.serve")
 T = TypeVar("T")
@@ -38,9 +39,11 @@ class ServerState:
     started: float = field(default_factory=time.monotonic)
     ready_after: float | None = None
     on_fatal: Callable[[str], None] | None = None
+    styles: StyleDatabase = field(init=False)
 
     def __post_init__(self) -> None:
         self.admission = Admission(self.settings.max_queue)
+        self.styles = load_styles(self.settings.styles_files)
         m = self.metrics
         m.queue_depth.set_function(lambda: self.admission.waiting)
         m.inflight.set_function(lambda: self.admission.running)

@@ -42,12 +42,17 @@ def read_shapes(path: Path) -> Shapes:
     import torch
 
     try:
-        state: Any = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) pickles cannot be memory-mapped
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # an UnpicklingError names the class the file tried to run
+        try:
+            state: Any = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            state = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) pickles
+    except Exception as exc:  # UnpicklingError when the file would run code: never unpickled
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(
-            f"{path}: not a loadable checkpoint (weights only, no code is unpickled): {exc}"
+            f"{path}: refused, not a plain weights checkpoint (read with weights only; no code in the file "
+            f"is run): {first}"
         ) from exc
     while isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
