@@ -181,10 +181,10 @@ async def sd_models(request: Request) -> Response:
     return JSONResponse(
         [
             {
-                "title": f"{m.info.name} [{m.info.hash}]",
+                "title": m.title,
                 "model_name": m.info.name,
                 "hash": m.info.hash,
-                "sha256": None,
+                "sha256": m.sha256,
                 "filename": str(m.source.path),
                 "config": None,
             }
@@ -215,8 +215,9 @@ async def schedulers(request: Request) -> Response:
 
 def _options(state: ServerState) -> dict[str, Any]:
     engine = state.engine
-    title = f"{engine.model.info.name} [{engine.model.info.hash}]" if engine else None
-    return {"sd_model_checkpoint": title, "samples_format": "png", "sd_checkpoint_hash": None}
+    title = engine.model.title if engine else None
+    sha256 = engine.model.sha256 if engine else None
+    return {"sd_model_checkpoint": title, "samples_format": "png", "sd_checkpoint_hash": sha256}
 
 
 @doc("Settings", response=OPTIONS)

@@ -83,7 +83,9 @@ class ServerState:
             if model is None:
                 cache = s.cache or cache_dir()
                 model = await self.in_worker(
-                    lambda: load_model(s.model, Path(cache), s.device, s.dtype, s.model_config, s.compile)
+                    lambda: load_model(
+                        s.model, Path(cache), s.device, s.dtype, s.model_config, s.compile, s.quantize
+                    )
                 )
             self.metrics.model_load.set(model.load_seconds)
             engine = Engine(model, on_step=self.metrics.step_seconds.observe)
