@@ -6,8 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from knsd.serve.prompts import (
+    _MAY_SCHEDULE,
+    _parsed_schedules,
     parse_extra_networks,
     parse_prompt_attention,
     prompt_schedules,
@@ -71,3 +75,11 @@ def test_and_split_and_comments() -> None:
     assert split_and("a cat AND a dog:0.5") == [("a cat", 1.0), (" a dog", 0.5)]
     assert split_and("sand and ANDroid") == [("sand and ANDroid", 1.0)]
     assert strip_comments("a cat # not this\n# whole line\nred") == "a cat \nred"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab ()[]:|.-0123\\,", max_size=24))
+def test_the_fast_path_agrees_with_the_grammar(prompt: str) -> None:
+    # Prompts the fast path answers without parsing must come back unchanged from A1111's grammar too.
+    if not _MAY_SCHEDULE.search(prompt):
+        assert _parsed_schedules(prompt, 10, 0, 0.0, False) == ((10, prompt),)

@@ -145,21 +145,17 @@ def _flag(body: dict[str, Any], key: str, default: bool) -> bool:
     return value
 
 
-def _prompt_options(opts: dict[str, Any]) -> PromptOptions:
+def prompt_options(opts: dict[str, Any], field: str = "override_settings") -> PromptOptions:
+    """The prompt-encoding settings of merged options, range-checked (errors name `field.key`)."""
+    prefix = f"{field}." if field else ""
     clip_skip = opts["CLIP_stop_at_last_layers"]
     if not 1 <= clip_skip <= 12:
-        raise InvalidField(
-            "override_settings.CLIP_stop_at_last_layers", "an integer between 1 and 12", clip_skip
-        )
+        raise InvalidField(prefix + "CLIP_stop_at_last_layers", "an integer between 1 and 12", clip_skip)
     if opts["emphasis"] not in EMPHASIS_MODES:
-        raise InvalidField(
-            "override_settings.emphasis", "one of " + ", ".join(EMPHASIS_MODES), opts["emphasis"]
-        )
+        raise InvalidField(prefix + "emphasis", "one of " + ", ".join(EMPHASIS_MODES), opts["emphasis"])
     backtrack = opts["comma_padding_backtrack"]
     if not 0 <= backtrack <= 74:
-        raise InvalidField(
-            "override_settings.comma_padding_backtrack", "an integer between 0 and 74", backtrack
-        )
+        raise InvalidField(prefix + "comma_padding_backtrack", "an integer between 0 and 74", backtrack)
     return PromptOptions(clip_skip, opts["emphasis"], backtrack, opts["sdxl_clip_l_skip"])
 
 
@@ -225,7 +221,7 @@ def parse_txt2img(
         cond_prompt=cond_prompt,
         cond_negative=negative,
         extra_networks=networks,
-        prompt_options=_prompt_options(opts),
+        prompt_options=prompt_options(opts),
         use_old_scheduling=opts["use_old_scheduling"],
         subseed=_seed(body, "subseed"),
         subseed_strength=_number(body, "subseed_strength", 0.0, 0.0, 1.0),

@@ -102,16 +102,36 @@ def prompt_schedules(
     With `hires_steps`, the schedule is for the hires pass: fractions count from 1.0 and integers from the
     end of the first pass (`steps`), as A1111's new timelines do.
     """
+    return list(_schedules(prompt, steps, hires_steps, use_old_scheduling))
+
+
+# `[a:b:N]` needs a number before a closing `]`, `[a|b]` needs a `|`: without either the grammar can only
+# give the prompt back unchanged, so the (slow, Earley) parse is skipped.
+_MAY_SCHEDULE = re.compile(r"\||:\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*\]")
+
+
+@lru_cache(maxsize=512)
+def _schedules(
+    prompt: str, steps: int, hires_steps: int | None, use_old_scheduling: bool
+) -> tuple[tuple[int, str], ...]:
     if hires_steps is None or use_old_scheduling:
         int_offset, flt_offset, total = 0, 0.0, steps
     else:
         int_offset, flt_offset, total = steps, 1.0, hires_steps
+    if not _MAY_SCHEDULE.search(prompt):
+        return ((total, prompt),)
+    return _parsed_schedules(prompt, total, int_offset, flt_offset, use_old_scheduling)
+
+
+def _parsed_schedules(
+    prompt: str, total: int, int_offset: int, flt_offset: float, use_old_scheduling: bool
+) -> tuple[tuple[int, str], ...]:
     try:
         tree = _schedule_parser().parse(prompt)
     except lark.exceptions.LarkError:
-        return [(total, prompt)]
+        return ((total, prompt),)
     boundaries = _collect_steps(tree, total, int_offset, flt_offset, use_old_scheduling)
-    return [(t, _at_step(t, tree)) for t in boundaries]
+    return tuple((t, _at_step(t, tree)) for t in boundaries)
 
 
 def text_at_step(schedule: list[tuple[int, str]], step: int) -> int:

@@ -127,41 +127,45 @@ _HARMLESS = {
 }
 
 
-def _check_type(key: str, value: Any, default: Any) -> Any:
+def _check_type(key: str, value: Any, default: Any, prefix: str) -> Any:
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise InvalidField(f"override_settings.{key}", "true or false", value)
+            raise InvalidField(prefix + key, "true or false", value)
         return value
     if isinstance(default, int):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidField(f"override_settings.{key}", "an integer", value)
+            raise InvalidField(prefix + key, "an integer", value)
         return value
     if not isinstance(value, str):
-        raise InvalidField(f"override_settings.{key}", "a string", value)
+        raise InvalidField(prefix + key, "a string", value)
     return value
 
 
-def generation_options(base: dict[str, Any], overrides: Any) -> dict[str, Any]:
-    """Server options with a request's `override_settings` applied; unknown or unsupported keys are 422."""
+def generation_options(
+    base: dict[str, Any], overrides: Any, field: str = "override_settings"
+) -> dict[str, Any]:
+    """Server options with a request's `override_settings` applied; unknown or unsupported keys are 422.
+
+    `field` names the object in errors (`override_settings`, or "" for `/sdapi/v1/options` bodies).
+    """
+    prefix = f"{field}." if field else ""
     if overrides is None:
         return dict(base)
     if not isinstance(overrides, dict):
-        raise InvalidField("override_settings", "an object of A1111 setting names to values", overrides)
+        raise InvalidField(field or "body", "an object of A1111 setting names to values", overrides)
     out = dict(base)
     for key, value in overrides.items():
         if key in GENERATION_OPTIONS:
-            out[key] = _check_type(key, value, GENERATION_OPTIONS[key])
+            out[key] = _check_type(key, value, GENERATION_OPTIONS[key], prefix)
         elif key in _FIXED_OPTIONS:
             if not _among(value, _FIXED_OPTIONS[key]):
                 allowed = " or ".join(repr(v) for v in _FIXED_OPTIONS[key])
-                raise InvalidField(f"override_settings.{key}", f"{allowed} (what knsd supports)", value)
+                raise InvalidField(prefix + key, f"{allowed} (what knsd supports)", value)
         elif key in _HARMLESS or key.startswith(_HARMLESS_PREFIXES):
             continue
         else:
             known = ", ".join([*GENERATION_OPTIONS, *_FIXED_OPTIONS])
-            raise InvalidField(
-                f"override_settings.{key}", f"a setting knsd knows ({known}, or saving/UI settings)", value
-            )
+            raise InvalidField(prefix + key, f"a setting knsd knows ({known}, or saving/UI settings)", value)
     return out

@@ -11,11 +11,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from knsd.errors import BadRequest, InvalidField, PayloadTooLarge
+from knsd.serve.addons.routes import with_addons
 from knsd.serve.engine import Generated
 from knsd.serve.images import encode_png
 from knsd.serve.infotext import info, infotext, parameters
-from knsd.serve.params import GenerationRequest, parse_img2img, parse_openai, parse_txt2img
 from knsd.serve.openapi import doc
+from knsd.serve.params import GenerationRequest, parse_img2img, parse_openai, parse_txt2img, prompt_options
+from knsd.serve.request_policy import generation_options
 from knsd.serve.samplers import SAMPLERS, SCHEDULES
 from knsd.serve.schemas import (
     EMPTY_OBJECT,
@@ -103,7 +105,8 @@ def _a1111_response(request: Request, req: GenerationRequest, images: list[str])
 async def txt2img(request: Request) -> Response:
     state = _state(request)
     body = apply_styles(await read_json(request, state.settings.max_body_bytes), state.styles)
-    req = parse_txt2img(body, state.settings.max_pixels)
+    req = parse_txt2img(body, state.settings.max_pixels, state.generation_options)
+    req = with_addons(state, body, req)
     return _a1111_response(request, req, await _generate(request, req, "txt2img"))
 
 
@@ -116,7 +119,8 @@ async def txt2img(request: Request) -> Response:
 async def img2img(request: Request) -> Response:
     state = _state(request)
     body = apply_styles(await read_json(request, state.settings.max_body_bytes), state.styles)
-    req = parse_img2img(body, state.settings.max_pixels)
+    req = parse_img2img(body, state.settings.max_pixels, state.generation_options)
+    req = with_addons(state, body, req)
     return _a1111_response(request, req, await _generate(request, req, "img2img"))
 
 
@@ -217,7 +221,12 @@ def _options(state: ServerState) -> dict[str, Any]:
     engine = state.engine
     title = engine.model.title if engine else None
     sha256 = engine.model.sha256 if engine else None
-    return {"sd_model_checkpoint": title, "samples_format": "png", "sd_checkpoint_hash": sha256}
+    return {
+        "sd_model_checkpoint": title,
+        "samples_format": "png",
+        "sd_checkpoint_hash": sha256,
+        **state.generation_options,  # CLIP_stop_at_last_layers, emphasis, ... (request_policy)
+    }
 
 
 @doc("Settings", response=OPTIONS)
@@ -241,6 +250,10 @@ async def set_options(request: Request) -> Response:
     engine = state.require_engine()
     if wanted is not None and wanted not in (current, engine.model.info.name):
         raise InvalidField("sd_model_checkpoint", f"the loaded model {current!r} (one model per pod)", wanted)
+    # Generation settings persist for later requests, as in A1111; all are checked before any is set.
+    merged = generation_options(state.generation_options, body, field="")
+    prompt_options(merged, field="")
+    state.generation_options = merged
     return JSONResponse(None)
 
 

@@ -13,11 +13,13 @@ from typing import Any, TypeVar
 
 from knsd.errors import Unavailable
 from knsd.paths import cache_dir
+from knsd.serve.addons.setup import create_addons
 from knsd.serve.admission import Admission
 from knsd.serve.engine import Engine
 from knsd.serve.loader import LoadedModel, load_model
 from knsd.serve.metrics import ServeMetrics, create_metrics
 from knsd.serve.params import parse_txt2img
+from knsd.serve.request_policy import GENERATION_OPTIONS
 from knsd.serve.settings import ServeSettings
 from knsd.serve.styles import StyleDatabase, load_styles
 
@@ -39,6 +41,8 @@ class ServerState:
     started: float = field(default_factory=time.monotonic)
     ready_after: float | None = None
     on_fatal: Callable[[str], None] | None = None
+    # A1111 settings that change generation, as set by POST /sdapi/v1/options (request_policy).
+    generation_options: dict[str, Any] = field(default_factory=lambda: dict(GENERATION_OPTIONS))
     styles: StyleDatabase = field(init=False)
 
     def __post_init__(self) -> None:
@@ -89,6 +93,8 @@ class ServerState:
                 )
             self.metrics.model_load.set(model.load_seconds)
             engine = Engine(model, on_step=self.metrics.step_seconds.observe)
+            loaded = model
+            engine.addons = await self.in_worker(lambda: create_addons(loaded, s, self.metrics))
             if s.warmup:
                 warm = parse_txt2img(
                     {"prompt": "warm-up", "steps": 2, "width": 64, "height": 64, "seed": 0}, 1 << 30
