@@ -137,3 +137,30 @@ def test_comments_are_stripped_and_img2img_refuses_hires() -> None:
     with pytest.raises(InvalidField) as err:
         parse_img2img({**BASE, "enable_hr": True}, BUDGET)
     assert err.value.field == "enable_hr"
+
+
+def test_schedule_switches_at_a1111s_step(engine: Engine) -> None:
+    """[a:b:2] with 4 steps: UNet calls 0, 1, 2 see "a", call 3 sees "b" (A1111's `step <= end_at_step`)."""
+    import torch
+
+    unet = engine.model.txt2img.unet
+    towers = engine.towers()
+    assert towers is not None
+    from knsd.serve.conditioning import PromptOptions, encode_texts
+
+    a = encode_texts(towers, ["a red cat", "a blue dog"], PromptOptions()).hidden[0]
+    seen: list[torch.Tensor] = []
+    original = unet.forward
+
+    def spy(sample: Any, t: Any, encoder_hidden_states: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(encoder_hidden_states[-1].clone())  # the positive half
+        return original(sample, t, encoder_hidden_states, *args, **kwargs)
+
+    unet.forward = spy
+    try:
+        _run(engine, prompt="[a red cat:a blue dog:2]", steps=4)
+    finally:
+        del unet.forward
+    assert len(seen) == 4
+    firsts = [torch.allclose(s, a, atol=1e-5) for s in seen]
+    assert firsts == [True, True, True, False]
