@@ -67,3 +67,41 @@ def test_refusals_name_the_field(url: str, body: dict, field: str) -> None:
     r = httpx.post(url + "/sdapi/v1/txt2img", json={**SMALL, **body}, timeout=120)
     assert r.status_code == 422, r.text
     assert r.json()["field"] == field
+
+
+# What the `webuiapi` Python client sends by default (its txt2img/img2img signatures), shrunk to 64x64.
+WEBUIAPI_TXT2IMG = {
+    "enable_hr": False, "denoising_strength": 0.7, "firstphase_width": 0, "firstphase_height": 0,
+    "hr_scale": 2, "hr_upscaler": "Latent", "hr_second_pass_steps": 0, "hr_resize_x": 0, "hr_resize_y": 0,
+    "prompt": "a cat", "styles": [], "seed": -1, "subseed": -1, "subseed_strength": 0.0,
+    "seed_resize_from_h": 0, "seed_resize_from_w": 0, "sampler_name": "Euler a", "batch_size": 1,
+    "n_iter": 1, "steps": 2, "cfg_scale": 7.0, "width": 64, "height": 64, "restore_faces": False,
+    "tiling": False, "do_not_save_samples": False, "do_not_save_grid": False, "negative_prompt": "",
+    "eta": 1.0, "s_churn": 0, "s_tmax": 0, "s_tmin": 0, "s_noise": 1, "override_settings": {},
+    "override_settings_restore_afterwards": True, "script_args": [], "script_name": None,
+    "send_images": True, "save_images": False, "alwayson_scripts": {}, "sampler_index": "Euler a",
+}  # fmt: skip
+
+
+def test_a_stock_client_body_is_accepted(url: str) -> None:
+    r = httpx.post(url + "/sdapi/v1/txt2img", json=WEBUIAPI_TXT2IMG, timeout=120)
+    assert r.status_code == 200, r.text
+    image = Image.new("RGB", (64, 64), "white")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    body = {
+        **WEBUIAPI_TXT2IMG, "init_images": [base64.b64encode(buffer.getvalue()).decode()], "resize_mode": 0,
+        "mask": None, "mask_blur": 4, "inpainting_fill": 0, "inpaint_full_res": True,
+        "inpaint_full_res_padding": 0, "inpainting_mask_invert": 0, "initial_noise_multiplier": 1,
+        "image_cfg_scale": 1.5, "include_init_images": False, "denoising_strength": 0.75,
+    }  # fmt: skip
+    del body["enable_hr"]
+    r = httpx.post(url + "/sdapi/v1/img2img", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    # DDIM reads eta; Euler a only runs with A1111's default 1
+    assert (
+        httpx.post(url + "/sdapi/v1/txt2img", json={**SMALL, "sampler_name": "DDIM", "eta": 0.5}).status_code
+        == 200
+    )
+    bad = httpx.post(url + "/sdapi/v1/txt2img", json={**SMALL, "sampler_name": "Euler a", "eta": 0.5})
+    assert bad.status_code == 422 and bad.json()["field"] == "eta"

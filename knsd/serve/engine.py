@@ -63,6 +63,11 @@ class _Pass:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+def _eta(req: GenerationRequest, sampler: SamplerChoice) -> dict[str, Any]:
+    """DDIM's eta when the request gave one (diffusers reads it only for DDIM)."""
+    return {"eta": req.eta} if req.eta is not None and sampler.sampler == "DDIM" else {}
+
+
 def _family(model: LoadedModel) -> str:
     family = getattr(model, "family", None)
     return str(getattr(family, "name", "sd1"))
@@ -244,6 +249,7 @@ class Engine:
             **self._prompt_kwargs(req, conds, req.cond_prompt, req.cond_negative),
             "num_inference_steps": req.steps,
             "guidance_scale": req.cfg_scale,
+            **_eta(req, req.sampler),
             "generator": generators,
             "latents": latents.to(device=pipe.device, dtype=pipe.dtype if hasattr(pipe, "dtype") else None),
             "width": req.width,
@@ -267,6 +273,7 @@ class Engine:
             **self._prompt_kwargs(req, conds, req.cond_prompt, req.cond_negative),
             "num_inference_steps": req.steps,
             "guidance_scale": req.cfg_scale,
+            **_eta(req, req.sampler),
             "generator": [torch.Generator("cpu").manual_seed(int(s)) for s in spec.seeds],
             "image": req.init_image,
             "strength": req.denoising_strength,
@@ -318,6 +325,7 @@ class Engine:
             "num_inference_steps": total,
             "strength": min((steps + 0.5) / total, 1.0),
             "guidance_scale": req.cfg_scale,
+            **_eta(req, hr.sampler),
             "generator": [torch.Generator("cpu").manual_seed(int(s)) for s in spec.seeds],
             "image": upscaled,
         }
@@ -350,7 +358,9 @@ class Engine:
             if self._on_step is not None:
                 self._on_step(now - last[0])
             last[0] = now
-            p.sampling_step = min(step + 1, steps)
+            # Second-order schedulers loop over about twice the steps: report progress in request steps.
+            loop = int(getattr(pipeline, "num_timesteps", 0) or steps)
+            p.sampling_step = min(round((step + 1) * steps / loop), steps)
             if addon is not None:
                 addon.on_step_end(step)  # LoRA overlap: patch in a LoRA that finished loading
             if conds is not None and conds.switches():

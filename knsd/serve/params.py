@@ -16,7 +16,7 @@ from knsd.serve.chunks import EMPHASIS_MODES
 from knsd.serve.conditioning import PromptOptions
 from knsd.serve.hires import HiresSpec
 from knsd.serve.prompts import parse_extra_networks, strip_comments
-from knsd.serve.request_policy import GENERATION_OPTIONS, check_neutral_fields, generation_options
+from knsd.serve.request_policy import GENERATION_OPTIONS, check_eta, check_neutral_fields, generation_options
 from knsd.serve.samplers import SamplerChoice, resolve_sampler
 
 MAX_SEED = 4294967294  # A1111 draws random seeds from randrange(4294967294)
@@ -55,6 +55,7 @@ class GenerationRequest:
     hires: HiresSpec | None = None
     styles: tuple[str, ...] = ()
     include_init_images: bool = False
+    eta: float | None = None  # DDIM's eta (request_policy.check_eta)
     addons: Any = None  # knsd.serve.addons.AddonRequest (LoRA tags, ControlNet units), set by the routes
 
     @property
@@ -229,6 +230,7 @@ def parse_txt2img(
         seed_resize_from_w=resize_w,
         styles=tuple(styles or ()),
     )
+    req = replace(req, eta=check_eta(body.get("eta"), req.sampler.sampler))
     if _flag(body, "enable_hr", False):
         from knsd.serve.hires_params import parse_hires
 

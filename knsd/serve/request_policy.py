@@ -46,7 +46,6 @@ _NEUTRAL: dict[str, tuple[tuple[Any, ...], str]] = {
     "latent_mask": ((None, ""), "null: inpainting is not supported by knsd"),
     "firstphase_width": ((None, 0), "0: the legacy first-phase size is not supported; use width"),
     "firstphase_height": ((None, 0), "0: the legacy first-phase size is not supported; use height"),
-    "eta": ((None,), "null: knsd's samplers use their default eta"),
     "s_churn": ((None, 0, 0.0), "0 (knsd's samplers have no churn)"),
     "s_tmin": ((None, 0, 0.0), "0 (knsd's samplers have no churn)"),
     "s_tmax": ((None, 0, 0.0, math.inf), "null or 0 (knsd's samplers have no churn)"),
@@ -71,6 +70,32 @@ def _among(value: Any, fine: tuple[Any, ...]) -> bool:
         elif type(v) is type(value) and v == value:
             return True
     return False
+
+
+# eta: DDIM takes it (knsd passes it on); ancestral and SDE samplers use A1111's default 1.0; the others
+# never read it, in A1111 either.
+ETA_HONOURED = frozenset({"DDIM"})
+ETA_FIXED_AT_ONE = frozenset({"Euler a", "DPM2 a", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 3M SDE"})
+
+
+def check_eta(value: Any, sampler: str) -> float | None:
+    """The eta to pass to the pipeline (DDIM only); a value a sampler cannot use is a 422."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise InvalidField("eta", "a non-negative number", value)
+    if sampler in ETA_HONOURED:
+        return float(value)
+    if sampler in ETA_FIXED_AT_ONE and value != 1:
+        raise InvalidField(
+            "eta", f"1 (or null) with sampler {sampler}: knsd's {sampler} uses A1111's default", value
+        )
+    return None
 
 
 def check_neutral_fields(body: dict[str, Any]) -> None:
