@@ -171,6 +171,32 @@ def _load_pipeline(source: ModelSource, cache: Path, config: Path | None, dtype:
     return pipelines.load_single_file(source.path, detected, config, dtype), detected.family
 
 
+def prepare_pipeline(
+    pipe: Any, family: Family, target: str, quantize: str = "none", compile_unet: bool = False
+) -> tuple[Any, Any]:
+    """Move a loaded pipeline to its device, quantize and compile it; returns it and its img2img twin."""
+    from knsd.serve.families import pipelines
+    from knsd.serve.quantize import quantize_pipeline
+
+    pipe.set_progress_bar_config(disable=True)
+    pipe = pipe.to(target)
+    quantize_pipeline(pipe, family, quantize)  # on the device: fp8 kernels exist only on CUDA
+    denoiser = getattr(pipe, family.denoiser)
+    if target == "cuda":
+        import torch
+
+        # SDPA is diffusers' default attention processor on torch 2; channels-last speeds up the convs.
+        denoiser.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    if compile_unet:
+        import torch
+
+        setattr(pipe, family.denoiser, torch.compile(denoiser, mode="reduce-overhead", fullgraph=True))
+    img2img = pipelines.img2img_pipeline(family, pipe)
+    img2img.set_progress_bar_config(disable=True)
+    return pipe, img2img
+
+
 def load_model(
     model: str,
     cache: Path,
@@ -186,39 +212,30 @@ def load_model(
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
     from knsd.serve.families import pipelines
-    from knsd.serve.quantize import check_quantize, quantize_pipeline
+    from knsd.serve.quantize import check_quantize
 
     check_quantize(quantize, target)
     from diffusers.utils import logging as diffusers_logging
 
     # knsd disables the safety checker on purpose (a serving shim, like A1111); keep its warning out of logs.
     diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()  # per-component loading bars would flood pod logs
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
     # A1111 hashes the whole file; do it on a second thread while the weights load (hashlib frees the GIL).
     hasher = ThreadPoolExecutor(1, "knsd-hash")
     try:
+        sha256 = hasher.submit(file_sha256, source.path, cache) if source.kind == "single_file" else None
         try:
             pipe, family = _load_pipeline(source, cache, config, torch_dtype)
         except (
             Exception
         ) as exc:  # diffusers raises many kinds (OSError, ValueError, SingleFileComponentError)
             raise pipelines.describe_failure(source.path, exc, config is not None) from exc
-        sha256 = hasher.submit(file_sha256, _denoiser_weights(source, family), cache)
-        pipe.set_progress_bar_config(disable=True)
-        quantize_pipeline(pipe, family, quantize)
-        pipe = pipe.to(target)
-        denoiser = getattr(pipe, family.denoiser)
-        if target == "cuda":
-            import torch
-
-            # SDPA is diffusers' default attention processor on torch 2; channels-last speeds up the convs.
-            denoiser.to(memory_format=torch.channels_last)
-            pipe.vae.to(memory_format=torch.channels_last)
-        if compile_unet:
-            import torch
-
-            setattr(pipe, family.denoiser, torch.compile(denoiser, mode="reduce-overhead", fullgraph=True))
-        img2img = pipelines.img2img_pipeline(family, pipe)
-        img2img.set_progress_bar_config(disable=True)
+        if sha256 is None:
+            sha256 = hasher.submit(file_sha256, _denoiser_weights(source, family), cache)
+        pipe, img2img = prepare_pipeline(pipe, family, target, quantize, compile_unet)
         digest = sha256.result()
     finally:
         hasher.shutdown(wait=False)
