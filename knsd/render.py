@@ -92,7 +92,8 @@ def render_service(spec: ServiceSpec) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "knsd",
         "image": spec.image,
-        "args": ["--host", "0.0.0.0", "--port", str(spec.port), "--model", _model_arg(spec)],
+        "args": ["--host", "0.0.0.0", "--port", str(spec.port), "--model", _model_arg(spec)]
+        + (["--quantize", spec.quantize] if spec.quantize != "none" else []),
         "ports": [{"name": "http1", "containerPort": spec.port}],
     }
     if spec.env:

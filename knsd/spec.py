@@ -58,6 +58,7 @@ class ServiceSpec:
     runtime_class: str | None = None
     model_pvc_size: str = "20Gi"
     storage_class: str | None = None
+    quantize: str = "none"  # `knsd serve --quantize`: none, int8 or fp8 (fp8: CUDA compute capability >= 8.9)
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name) or len(self.name) > 63:
@@ -91,6 +92,8 @@ class ServiceSpec:
             (5 <= core <= 100 and core % 5 == 0) or (core > 100 and core % 100 == 0)
         ):
             raise UsageError("--qgpu-core", f"must be 5-100 in steps of 5, or a multiple of 100, got {core}")
+        if self.quantize not in ("none", "int8", "fp8"):
+            raise UsageError("--quantize", f"must be none, int8 or fp8, got {self.quantize!r}")
         if self.qgpu_memory is not None and self.qgpu_memory < 1:
             raise UsageError("--qgpu-memory", f"must be at least 1 (GiB), got {self.qgpu_memory}")
 

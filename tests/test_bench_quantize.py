@@ -89,3 +89,15 @@ def test_bench_json_feeds_simulate(cache: Path, tmp_path: Path) -> None:
 def test_bench_refuses_fp8_on_cpu(cache: Path) -> None:
     out = _knsd(cache, "bench", "--model", "tiny", "--device", "cpu", "--quantize", "fp8")
     assert out.returncode == 1 and "8.9" in out.stderr and "knsd bench: error" in out.stderr
+
+
+def test_render_passes_quantize_to_the_pod(cache: Path) -> None:
+    import yaml
+
+    out = _knsd(cache, "render", "--quantize", "int8")
+    assert out.returncode == 0, out.stderr
+    service = next(d for d in yaml.safe_load_all(out.stdout) if d and d.get("kind") == "Service")
+    assert service["spec"]["template"]["spec"]["containers"][0]["args"][-2:] == ["--quantize", "int8"]
+    assert "--quantize" not in _knsd(cache, "render").stdout
+    bad = _knsd(cache, "render", "--quantize", "int4")
+    assert bad.returncode == 2 and "--quantize" in bad.stderr and "none, int8 or fp8" in bad.stderr

@@ -132,6 +132,10 @@ SPEC_OPTIONS: dict[str, tuple[Any, Any]] = {
         str | None,
         typer.Option(None, "--model-pvc-size", help="PVC size with --with-storage [default: 20Gi]"),
     ),
+    "quantize": (
+        str | None,
+        typer.Option(None, "--quantize", help="knsd serve --quantize: none, int8 or fp8 [default: none]"),
+    ),
     "storage_class": (
         str | None,
         typer.Option(None, "--storage-class", help="PVC storage class with --with-storage"),
