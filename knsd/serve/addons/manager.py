@@ -50,6 +50,7 @@ class AddOns:
         self.embeddings = EmbeddingStore(settings.folders.embeddings, tokenizers, encoders)
         self.controlnets = ControlNetStore(settings.folders.controlnet)
         self._loader = ThreadPoolExecutor(1, "knsd-addon-load")
+        self.last_late_steps: list[int] = []  # steps the last request's overlapped LoRAs came in at
         self.refresh()
 
     def refresh(self) -> None:

@@ -75,6 +75,7 @@ class AddonSession:
         for _, future in self._pending:
             future.cancel()  # a running load finishes into the cache; nothing is patched any more
         self._pending.clear()
+        self.addons.last_late_steps = list(self.late_steps)
         started = time.perf_counter()
         self.addons.patcher.restore()
         if self.request.loras:
