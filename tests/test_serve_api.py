@@ -99,7 +99,9 @@ def test_listings_have_a1111_shapes(client: httpx.Client) -> None:
     assert get("latent-upscale-modes")[0] == {"name": "Latent"} and len(get("latent-upscale-modes")) == 6
     assert get("hypernetworks") == [] and get("face-restorers") == []
     assert get("realesrgan-models") == [] and get("sd-vae") == []
-    assert get("loras") == [] and get("embeddings") == {"loaded": {}, "skipped": {}}
+    # The tiny model comes with the tiny add-ons (knsd/serve/addons/tiny.py; tested in test_addons*.py).
+    assert [item["name"] for item in get("loras")] == ["tiny-lora"]
+    assert list(get("embeddings")["loaded"]) == ["tiny-emb"] and get("embeddings")["skipped"] == {}
     assert get("scripts") == {"txt2img": ["controlnet"], "img2img": ["controlnet"]}
     assert [(s["name"], s["is_alwayson"]) for s in get("script-info")] == [("controlnet", True)] * 2
     for path in ("skip", "refresh-loras", "refresh-embeddings", "refresh-checkpoints", "refresh-vae"):
@@ -217,3 +219,12 @@ def test_auth_still_applies_to_new_routes(client: httpx.Client) -> None:
     r = httpx.get(str(client.base_url) + "/sdapi/v1/memory")
     assert r.status_code == 401
     assert json.loads(r.text)["detail"] == "Not authenticated"
+
+
+@pytest.mark.parametrize("path", ["/sdapi/v1/txt2img", "/sdapi/v1/png-info", "/v1/images/generations"])
+def test_lone_surrogate_is_400_not_500(client: httpx.Client, path: str) -> None:
+    # Found by tests/test_fuzz.py: "\ud800" decodes to a str nothing downstream can encode.
+    r = client.post(path, content=b'{"prompt": "a\\ud800", "image": "\\udfff"}')
+    assert r.status_code == 400 and "surrogate" in r.json()["detail"], r.text[:300]
+    ok = client.post("/sdapi/v1/png-info", content=b'{"image": "\\ud83d\\ude00"}')  # a valid pair: an emoji
+    assert ok.status_code == 422 and ok.json()["field"] == "image"

@@ -59,9 +59,19 @@ async def read_json(request: Request, limit: int) -> Any:
         if len(body) > limit:
             raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
     try:
-        return json.loads(body)
+        value = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+    if b"\\ud" in body.lower():
+        # JSON may escape a lone UTF-16 surrogate (\udc00): Python decodes it into a str that no tokenizer,
+        # PNG chunk or JSON response can encode, so refuse it here rather than fail later with a 500.
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadRequest(
+                "request body contains a lone UTF-16 surrogate escape (\\ud800-\\udfff)"
+            ) from exc
+    return value
 
 
 async def _generate(request: Request, req: GenerationRequest, job: str) -> list[str]:
