@@ -26,10 +26,16 @@ def folders_for(model: Any, settings: Any) -> Folders:
 def create_addons(model: Any, settings: Any, metrics: Any = None) -> AddOns:
     """AddOns for `model`; an embedded tiny model gets the tiny add-ons written into its default folders."""
     folders = folders_for(model, settings)
-    if str(settings.model).startswith("tiny") and folders == folders_for(model, _NoFlags(settings.model)):
+    if str(settings.model).startswith("tiny"):
         from knsd.serve.addons.tiny import ensure_tiny_addons
 
-        ensure_tiny_addons(folders, model.txt2img)
+        # Only into the default folders: a folder given by flag is the user's.
+        flags = {
+            "lora": settings.lora_dir,
+            "controlnet": settings.controlnet_dir,
+            "embedding": settings.embeddings_dir,
+        }
+        ensure_tiny_addons(folders, model.txt2img, frozenset(k for k, v in flags.items() if v is None))
     addons = AddOns(
         model.txt2img,
         AddonSettings(folders, settings.lora_cache_mb, settings.lora_overlap_steps),
@@ -45,9 +51,3 @@ def create_addons(model: Any, settings: Any, metrics: Any = None) -> AddOns:
         folders.embeddings,
     )
     return addons
-
-
-class _NoFlags:
-    def __init__(self, model: str) -> None:
-        self.model = model
-        self.lora_dir = self.controlnet_dir = self.embeddings_dir = None

@@ -15,6 +15,7 @@ from knsd.serve.addons.files import Folders
 
 SEED = 1212
 LORA_NAME, CONTROLNET_NAME, EMBEDDING_NAME = "tiny-lora", "tiny-canny", "tiny-emb"
+KINDS = frozenset({"lora", "controlnet", "embedding"})
 _UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.2", "conv1", "conv2")
 _TE_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 
@@ -115,15 +116,15 @@ def write_embedding(path: Path, text_encoder: Any, vectors: int = 2) -> Path:
     return path
 
 
-def ensure_tiny_addons(folders: Folders, pipe: Any) -> None:
-    """Write the three tiny add-ons into their folders unless they are already there."""
+def ensure_tiny_addons(folders: Folders, pipe: Any, kinds: frozenset[str] = KINDS) -> None:
+    """Write the tiny add-ons of `kinds` into their folders unless they are already there."""
     components = {k: getattr(pipe, k, None) for k in ("unet", "text_encoder", "text_encoder_2")}
     lora = folders.lora / f"{LORA_NAME}.safetensors"
-    if not lora.exists():
+    if "lora" in kinds and not lora.exists():
         write_lora(lora, components)
     cn = folders.controlnet / f"{CONTROLNET_NAME}.safetensors"
-    if not cn.exists():
+    if "controlnet" in kinds and not cn.exists() and getattr(pipe, "unet", None) is not None:
         write_controlnet(cn, pipe.unet)
     emb = folders.embeddings / f"{EMBEDDING_NAME}.safetensors"
-    if not emb.exists():
+    if "embedding" in kinds and not emb.exists():
         write_embedding(emb, pipe.text_encoder)
