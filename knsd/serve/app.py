@@ -16,6 +16,7 @@ from starlette.routing import Route
 from knsd.errors import KnsdError, Unavailable
 from knsd.serve import api_routes, openapi
 from knsd.serve import routes as r
+from knsd.serve.addons import routes as addon_routes
 from knsd.serve.loader import LoadedModel
 from knsd.serve.middleware import AuthMiddleware, MetricsMiddleware
 from knsd.serve.settings import ServeSettings
@@ -38,6 +39,7 @@ ROUTES = [
     Route("/readyz", r.readyz, methods=["GET"]),
     Route("/metrics", r.metrics, methods=["GET"]),
     *api_routes.ROUTES,
+    *addon_routes.ROUTES,
     *openapi.ROUTES,
 ]
 
