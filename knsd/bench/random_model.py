@@ -37,7 +37,7 @@ def _fill(module: Any, dtype: Any, seed: int) -> Any:
                 .normal_(0.0, 0.02, generator=generator)
                 .to(dtype)
             )
-        set_module_tensor_to_device(module, name, "cpu", value=value)
+        set_module_tensor_to_device(module, name, "cpu", value=value, dtype=dtype)
     return module.eval()
 
 
