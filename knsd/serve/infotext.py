@@ -53,7 +53,7 @@ def infotext(
         ("Steps", req.steps),
         ("Sampler", req.sampler.sampler),
         ("Schedule type", req.sampler.schedule),
-        ("CFG scale", f"{req.cfg_scale:g}"),
+        ("CFG scale", req.cfg_scale),  # a float from the API: "7.0", as A1111 writes it
         ("Seed", seed),
         ("Size", f"{req.width}x{req.height}"),
         ("Model hash", model.hash),
@@ -65,7 +65,7 @@ def infotext(
     if req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0:
         fields.append(("Seed resize from", f"{req.seed_resize_from_w}x{req.seed_resize_from_h}"))
     if req.denoising_strength is not None:
-        fields.append(("Denoising strength", f"{req.denoising_strength:g}"))
+        fields.append(("Denoising strength", req.denoising_strength))
     if req.prompt_options.clip_skip > 1:
         fields.append(("Clip skip", req.prompt_options.clip_skip))
     fields.append(("RNG", "CPU"))  # knsd draws noise on CPU generators (A1111's randn_source CPU)
