@@ -164,3 +164,10 @@ def test_schedule_switches_at_a1111s_step(engine: Engine) -> None:
     assert len(seen) == 4
     firsts = [torch.allclose(s, a, atol=1e-5) for s in seen]
     assert firsts == [True, True, True, False]
+
+
+def test_hires_upscalers_are_the_listed_ones() -> None:
+    from knsd.serve import hires, upscalers
+
+    assert tuple(hires.LATENT_UPSCALE_MODES) == upscalers.LATENT_UPSCALE_MODES
+    assert hires.IMAGE_UPSCALERS == upscalers.BUILTIN_UPSCALERS

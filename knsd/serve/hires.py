@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from knsd.serve.upscalers import BUILTIN_UPSCALERS
+
 # Latent upscaler name -> (torch interpolate mode, antialias); `hr_upscaler: null` means "Latent".
 LATENT_UPSCALE_MODES: dict[str, tuple[str, bool]] = {
     "Latent": ("bilinear", False),
@@ -18,8 +20,8 @@ LATENT_UPSCALE_MODES: dict[str, tuple[str, bool]] = {
     "Latent (nearest)": ("nearest", False),
     "Latent (nearest-exact)": ("nearest-exact", False),
 }
-# Image-space upscalers that need no model weights (A1111's built-ins, in its order).
-IMAGE_UPSCALERS = ("None", "Lanczos", "Nearest")
+# Image-space upscalers that need no model weights (A1111's built-ins, listed by /sdapi/v1/upscalers).
+IMAGE_UPSCALERS = BUILTIN_UPSCALERS
 OPT_F = 8  # pixels per latent cell
 
 
