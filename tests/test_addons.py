@@ -202,3 +202,45 @@ def test_overlap_loads_in_the_background_at_most_k_steps_late(tiny_model: Any, c
     # Cached now: no overlap, the exact image.
     assert np.array_equal(np.asarray(overlapped.generate(req)[0]), reference)
     assert overlapped.addons.last_late_steps == []
+
+
+def test_sdxl_lora_controlnet_and_embedding(cache: Path) -> None:
+    import base64
+    import dataclasses
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from knsd.serve.loader import load_model
+    from knsd.serve.params import parse_txt2img
+
+    model = load_model("tiny-sdxl", cache, device="cpu")
+    engine = _engine(model, cache, 0)
+    assert list(engine.addons.embeddings.loaded) == ["tiny-emb"]  # clip_l + clip_g widths match
+
+    def generate(prompt: str = "a cat", **extra: Any) -> Any:
+        body = {"prompt": prompt, "width": 64, "height": 64, "steps": 3, "seed": 7, "cfg_scale": 5, **extra}
+        req = parse_txt2img(body, 1 << 30)
+        out = engine.generate(
+            dataclasses.replace(req, addons=engine.addons.prepare(body, req.extra_networks))
+        )
+        return np.asarray(out[0]), out.extra
+
+    base, _ = generate()
+    lora, extra = generate("a cat <lora:tiny-lora:1>")
+    assert not np.array_equal(lora, base) and extra["Lora hashes"].startswith("tiny-lora: ")
+    buf = io.BytesIO()
+    grid = (np.indices((64, 64)).sum(0) // 8 % 2 * 255).astype(np.uint8)
+    Image.fromarray(np.stack([grid] * 3, axis=-1)).save(buf, "PNG")
+    unit = {
+        "enabled": True,
+        "module": "canny",
+        "model": "tiny-canny",
+        "image": base64.b64encode(buf.getvalue()).decode(),
+    }
+    controlled, extra = generate(alwayson_scripts={"controlnet": {"args": [unit]}})
+    assert not np.array_equal(controlled, base) and "ControlNet 0" in extra
+    _, extra = generate("a tiny-emb cat")
+    assert extra["TI hashes"].startswith("tiny-emb: ")
+    assert np.array_equal(generate()[0], base)

@@ -3,7 +3,8 @@
 - `tiny-lora.safetensors`: a kohya LoRA (with LoCon conv layers) over the UNet and text encoder(s);
 - `tiny-canny.safetensors`: a ControlNet (diffusers layout, single file) made with `from_unet` whose
   zero-initialised output convolutions are filled with small random values (a fresh ControlNet adds 0);
-- `tiny-emb.safetensors`: a two-vector textual-inversion embedding in A1111's `emb_params` layout.
+- `tiny-emb.safetensors`: a two-vector textual-inversion embedding in A1111's `emb_params` layout
+  (`clip_l` + `clip_g` for SDXL).
 """
 
 from __future__ import annotations
@@ -104,15 +105,22 @@ def write_controlnet(path: Path, unet: Any) -> Path:
     return path
 
 
-def write_embedding(path: Path, text_encoder: Any, vectors: int = 2) -> Path:
-    """An A1111-style embedding (`emb_params`: vectors x width) of the text encoder's width."""
+def write_embedding(path: Path, text_encoder: Any, vectors: int = 2, text_encoder_2: Any = None) -> Path:
+    """An A1111-style embedding: `emb_params` (vectors x width), or `clip_l` + `clip_g` for SDXL."""
     import torch
     from safetensors.torch import save_file
 
-    width = text_encoder.get_input_embeddings().weight.shape[1]
-    params = torch.randn((vectors, width), generator=_generator()) * 2.0
+    gen = _generator()
+
+    def params(encoder: Any) -> Any:
+        width = encoder.get_input_embeddings().weight.shape[1]
+        return (torch.randn((vectors, width), generator=gen) * 2.0).contiguous()
+
+    state = {"emb_params": params(text_encoder)}
+    if text_encoder_2 is not None:
+        state = {"clip_l": state["emb_params"], "clip_g": params(text_encoder_2)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"emb_params": params.contiguous()}, str(path))
+    save_file(state, str(path))
     return path
 
 
@@ -127,4 +135,4 @@ def ensure_tiny_addons(folders: Folders, pipe: Any, kinds: frozenset[str] = KIND
         write_controlnet(cn, pipe.unet)
     emb = folders.embeddings / f"{EMBEDDING_NAME}.safetensors"
     if "embedding" in kinds and not emb.exists():
-        write_embedding(emb, pipe.text_encoder)
+        write_embedding(emb, pipe.text_encoder, text_encoder_2=getattr(pipe, "text_encoder_2", None))
