@@ -59,6 +59,12 @@ class ServiceSpec:
     model_pvc_size: str = "20Gi"
     storage_class: str | None = None
     quantize: str = "none"  # `knsd serve --quantize`: none, int8 or fp8 (fp8: CUDA compute capability >= 8.9)
+    # Add-ons: by default `knsd serve` reads Lora/, ControlNet/ and embeddings/ next to the model (on the model
+    # PVC); a PVC named here is mounted read-only at /addons/<kind> instead.
+    lora_pvc: str | None = None
+    controlnet_pvc: str | None = None
+    embeddings_pvc: str | None = None
+    lora_overlap_steps: int = 0  # `knsd serve --lora-overlap-steps`
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name) or len(self.name) > 63:
@@ -92,6 +98,10 @@ class ServiceSpec:
             (5 <= core <= 100 and core % 5 == 0) or (core > 100 and core % 100 == 0)
         ):
             raise UsageError("--qgpu-core", f"must be 5-100 in steps of 5, or a multiple of 100, got {core}")
+        if not 0 <= self.lora_overlap_steps <= 150:
+            raise UsageError(
+                "--lora-overlap-steps", f"must be between 0 and 150, got {self.lora_overlap_steps}"
+            )
         if self.quantize not in ("none", "int8", "fp8"):
             raise UsageError("--quantize", f"must be none, int8 or fp8, got {self.quantize!r}")
         if self.qgpu_memory is not None and self.qgpu_memory < 1:
