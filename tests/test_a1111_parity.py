@@ -171,3 +171,23 @@ def test_hires_upscalers_are_the_listed_ones() -> None:
 
     assert tuple(hires.LATENT_UPSCALE_MODES) == upscalers.LATENT_UPSCALE_MODES
     assert hires.IMAGE_UPSCALERS == upscalers.BUILTIN_UPSCALERS
+
+
+def test_img2img_variation_seeds(engine: Engine) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), "orange").save(buffer, format="PNG")
+    body = {**BASE, "init_images": [base64.b64encode(buffer.getvalue()).decode()], "denoising_strength": 0.8}
+
+    def run(**fields: Any) -> np.ndarray:
+        [image] = engine.generate(parse_img2img({**body, **fields}, BUDGET))
+        return np.asarray(image, dtype=np.int16)
+
+    plain = run()
+    assert np.array_equal(run(subseed=99, subseed_strength=0), plain)
+    varied = run(subseed=99, subseed_strength=0.5)
+    assert not np.array_equal(varied, plain) and np.array_equal(run(subseed=99, subseed_strength=0.5), varied)

@@ -83,6 +83,7 @@ class Engine:
         self._schedulers: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
         self._base_config = model.txt2img.scheduler.config
         self._interrupt = threading.Event()
+        self._skip = threading.Event()  # /sdapi/v1/skip: end the current batch, go on with the next
         self.addons: Any = None  # knsd.serve.addons (issue 12): LoRA and other extra networks
         self._addon: Any = None  # the running request's AddonSession
         self._towers: list[ClipTower] | None = None
@@ -92,6 +93,13 @@ class Engine:
         if self.progress.job_count == 0:
             return False
         self._interrupt.set()
+        return True
+
+    def skip(self) -> bool:
+        """A1111's skip: stop the current batch after its current step; later batches still run."""
+        if self.progress.job_count == 0:
+            return False
+        self._skip.set()
         return True
 
     def _scheduler(self, choice: SamplerChoice, img2img: bool = False) -> Any:
@@ -209,6 +217,7 @@ class Engine:
                 if p.interrupted:
                     break
                 p.job_no, p.sampling_step, p.sampling_steps = batch, 0, req.steps
+                self._skip.clear()
                 part = slice(batch * req.batch_size, (batch + 1) * req.batch_size)
                 spec = SeedSpec(
                     tuple(seeds[part]),
@@ -263,12 +272,6 @@ class Engine:
 
         pipe = self.model.img2img
         pipe.scheduler = self._scheduler(req.sampler, img2img=True)
-        if not spec.plain:
-            raise InvalidField(
-                "subseed_strength",
-                "0 for img2img (variation seeds are a txt2img feature in knsd)",
-                req.subseed_strength,
-            )
         kwargs = {
             **self._prompt_kwargs(req, conds, req.cond_prompt, req.cond_negative),
             "num_inference_steps": req.steps,
@@ -278,7 +281,9 @@ class Engine:
             "image": req.init_image,
             "strength": req.denoising_strength,
         }
-        return self._run(_Pass(pipe, conds, kwargs), req.steps)
+        scale = int(getattr(pipe, "vae_scale_factor", 8))
+        shape = (int(self.model.family.latent_channels), req.height // scale, req.width // scale)
+        return self._run_with_noise(_Pass(pipe, conds, kwargs), req.steps, spec, shape)
 
     def _decode(self, latents: Any) -> list[Any]:
         pipe = self.model.txt2img
@@ -330,11 +335,13 @@ class Engine:
             "image": upscaled,
         }
         self.progress.sampling_step, self.progress.sampling_steps = 0, steps
-        if spec.plain:
-            return self._run(_Pass(pipe, conds, kwargs), steps)
-        # Variation seeds: the hires noise is A1111's first draw over the hires latent shape.
-        noise, _ = first_noise(tuple(upscaled.shape[1:]), spec)
-        scheduler = pipe.scheduler
+        return self._run_with_noise(_Pass(pipe, conds, kwargs), steps, spec, tuple(upscaled.shape[1:]))
+
+    def _run_with_noise(self, run: _Pass, steps: int, spec: SeedSpec, shape: tuple[int, ...]) -> Any:
+        """An img2img pass whose start noise is A1111's first draw over `shape`: randn(seed) per image, or
+        the variation-seed blend (diffusers would draw it after sampling the VAE encoding)."""
+        noise, _ = first_noise((shape[0], shape[1], shape[2]), spec)
+        scheduler = run.pipe.scheduler
         if hasattr(scheduler, "scale_noise"):  # flow matching (SD 3.x): scale_noise(sample, t, noise)
             scale = scheduler.scale_noise
             scheduler.scale_noise = lambda sample, t, _noise: scale(sample, t, noise.to(sample))
@@ -342,7 +349,7 @@ class Engine:
             add = scheduler.add_noise
             scheduler.add_noise = lambda original, _noise, t: add(original, noise.to(original), t)
         try:
-            return self._run(_Pass(pipe, conds, kwargs), steps)
+            return self._run(run, steps)
         finally:
             scheduler.__dict__.pop("scale_noise", None)
             scheduler.__dict__.pop("add_noise", None)
@@ -367,6 +374,8 @@ class Engine:
                 conds.step_tensors(pipeline, step + 1, tensors)
             if self._interrupt.is_set():
                 p.interrupted = True
+                pipeline._interrupt = True
+            if self._skip.is_set():
                 pipeline._interrupt = True
             return tensors
 
