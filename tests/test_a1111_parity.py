@@ -191,3 +191,12 @@ def test_img2img_variation_seeds(engine: Engine) -> None:
     assert np.array_equal(run(subseed=99, subseed_strength=0), plain)
     varied = run(subseed=99, subseed_strength=0.5)
     assert not np.array_equal(varied, plain) and np.array_equal(run(subseed=99, subseed_strength=0.5), varied)
+
+
+def test_old_prompt_editing_timelines() -> None:
+    # 1.0 is "all steps" on new timelines, step 1 on old ones
+    body = {**BASE, "prompt": "a [b:1.0] c", "override_settings": {"use_old_scheduling": True}}
+    req = parse_txt2img(body, BUDGET)
+    assert req.use_old_scheduling
+    assert "Old prompt editing timelines: True" in infotext(req, 1, ModelInfo("t", "h"))
+    assert "Old prompt" not in infotext(parse_txt2img(BASE, BUDGET), 1, ModelInfo("t", "h"))

@@ -163,9 +163,12 @@ class Engine:
         check_clip_skip(towers, opts)
         # SDXL: an all-empty negative prompt is zeros, as A1111's force_zero_negative_prompt.
         zero = _family(self.model) == "sdxl" and negative == ""
+        old = req.use_old_scheduling  # A1111's "Old prompt editing timelines" compat option
         return PassConds(
-            encode_schedule(towers, prompt, steps, opts, hires_steps),
-            encode_schedule(towers, negative, steps, opts, hires_steps, field="negative_prompt", zero=zero),
+            encode_schedule(towers, prompt, steps, opts, hires_steps, use_old_scheduling=old),
+            encode_schedule(
+                towers, negative, steps, opts, hires_steps, "negative_prompt", zero, use_old_scheduling=old
+            ),
             req.batch_size,
             sampler,
         )

@@ -50,6 +50,7 @@ def encode_schedule(
     hires_steps: int | None = None,
     field: str = "prompt",
     zero: bool = False,
+    use_old_scheduling: bool = False,
 ) -> Schedule:
     """Encode every text a prompt's schedule produces, in one call (A1111's get_learned_conditioning)."""
     if len(split_and(prompt)) > 1 and field.endswith("prompt") and "negative" not in field:
@@ -58,7 +59,7 @@ def encode_schedule(
             "a prompt without AND (composable diffusion is not supported by knsd; write the parts in one prompt)",
             prompt,
         )
-    schedule = prompt_schedules(prompt, steps, hires_steps)
+    schedule = prompt_schedules(prompt, steps, hires_steps, use_old_scheduling)
     try:
         encoded = encode_texts(towers, [text for _, text in schedule], opts, zero=zero)
     except ValueError as exc:  # A1111's float() of a malformed weight such as (a:1.2.3)

@@ -10,6 +10,7 @@ from typing import Any
 from knsd import __version__
 from knsd.serve.hires import hires_infotext
 from knsd.serve.params import GenerationRequest
+from knsd.serve.prompts import prompt_schedules
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,11 @@ def infotext(
     fields.append(("RNG", "CPU"))  # knsd draws noise on CPU generators (A1111's randn_source CPU)
     fields.extend(_hires_items(req))
     fields.extend((extra or {}).items())
+    if req.use_old_scheduling and any(
+        prompt_schedules(text, req.steps, None, True) != prompt_schedules(text, req.steps)
+        for text in (req.cond_prompt, req.cond_negative)
+    ):
+        fields.append(("Old prompt editing timelines", True))
     emphasis = req.prompt_options.emphasis
     if emphasis != "Original" and any(c in req.prompt + req.negative_prompt for c in "(["):
         fields.append(("Emphasis", emphasis))
