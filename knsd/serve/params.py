@@ -235,6 +235,9 @@ def parse_txt2img(
         from knsd.serve.hires_params import parse_hires
 
         hires = parse_hires(body, req, max_pixels)
+        if opts["enable_prompt_comments"]:
+            hr_prompt, hr_negative = strip_comments(hires.prompt), strip_comments(hires.negative_prompt)
+            hires = replace(hires, prompt=hr_prompt, negative_prompt=hr_negative)
         req = replace(req, hires=hires, denoising_strength=hires.denoising_strength)
     return req
 
