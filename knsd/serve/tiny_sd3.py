@@ -18,7 +18,7 @@ HIDDEN_L, HIDDEN_G, T5_WIDTH = 32, 48, 32
 def t5_tokenizer() -> Any:
     """A small SentencePiece-style (Unigram) T5 tokenizer: specials, characters and word-initial letters."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import T5TokenizerFast
+    from transformers import T5TokenizerFast  # type: ignore[attr-defined]
 
     # T5's ids: <pad> 0, </s> 1, <unk> 2; "▁" marks a word start as in SentencePiece.
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
