@@ -48,6 +48,8 @@ def _txt2img(client: httpx.Client, **body: Any) -> dict[str, Any]:
     assert r.status_code == 200, r.text
     out = dict(r.json())
     out["info"] = json.loads(out["info"])["infotexts"][0]
+    # A NaN image decodes to black: "changed" must never mean "broken".
+    assert all(_pixels(image).std() > 5 for image in out["images"])
     return out
 
 

@@ -112,7 +112,7 @@ def load_controlnet(path: Path, unet: Any) -> Any:
 
     try:
         if path.is_dir():
-            return ControlNetModel.from_pretrained(str(path), local_files_only=True)
+            return ControlNetModel.from_pretrained(str(path), local_files_only=True)  # type: ignore[no-untyped-call]
         state = read_state_dict(path)
         if "controlnet_cond_embedding.conv_in.weight" not in state:
             raise ModelError(
