@@ -244,3 +244,50 @@ def test_sdxl_lora_controlnet_and_embedding(cache: Path) -> None:
     _, extra = generate("a tiny-emb cat")
     assert extra["TI hashes"].startswith("tiny-emb: ")
     assert np.array_equal(generate()[0], base)
+
+
+def controlnet_to_ldm(net: Any) -> dict[str, Any]:
+    """The original (sd-webui-controlnet) layout of a diffusers ControlNet: the inverse of diffusers'
+    `convert_controlnet_checkpoint`, for tests."""
+    from types import SimpleNamespace
+
+    from tests.ldm_checkpoint import unet_to_ldm
+
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    blocks = len(net.controlnet_cond_embedding.blocks)
+    out: dict[str, Any] = {}
+    rest: dict[str, Any] = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if key.startswith("controlnet_cond_embedding.conv_in."):
+            out[f"input_hint_block.0.{parts[-1]}"] = value
+        elif key.startswith("controlnet_cond_embedding.blocks."):
+            out[f"input_hint_block.{2 * (int(parts[2]) + 1)}.{parts[-1]}"] = value
+        elif key.startswith("controlnet_cond_embedding.conv_out."):
+            out[f"input_hint_block.{2 * (blocks + 1)}.{parts[-1]}"] = value
+        elif key.startswith("controlnet_down_blocks."):
+            out[f"zero_convs.{parts[1]}.0.{parts[-1]}"] = value
+        elif key.startswith("controlnet_mid_block."):
+            out[f"middle_block_out.0.{parts[-1]}"] = value
+        else:
+            rest[key] = value
+    config = SimpleNamespace(layers_per_block=net.config.layers_per_block, up_block_types=())
+    for key, value in unet_to_ldm(rest, config).items():
+        out[key.removeprefix("model.diffusion_model.")] = value
+    return {"control_model." + k: v for k, v in out.items()}
+
+
+def test_original_layout_controlnet_loads_offline(tiny_model: Any, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from knsd.serve.addons.controlnet import load_controlnet
+    from knsd.serve.addons.tiny import controlnet_model
+
+    unet = tiny_model.txt2img.unet
+    reference = controlnet_model(unet)
+    path = tmp_path / "control_tiny_canny.safetensors"
+    save_file(controlnet_to_ldm(reference), str(path))
+    loaded = load_controlnet(path, unet)
+    expected = reference.state_dict()
+    assert set(loaded.state_dict()) == set(expected)
+    assert all(torch.equal(v, expected[k]) for k, v in loaded.state_dict().items())

@@ -114,10 +114,12 @@ def load_controlnet(path: Path, unet: Any) -> Any:
         if path.is_dir():
             return ControlNetModel.from_pretrained(str(path), local_files_only=True)  # type: ignore[no-untyped-call]
         state = read_state_dict(path)
+        if "control_model.input_hint_block.0.weight" in state:
+            return _from_ldm(path, state, unet)
         if "controlnet_cond_embedding.conv_in.weight" not in state:
             raise ModelError(
-                f"ControlNet {path.name}: only diffusers-layout weights are supported "
-                "(a diffusers folder or a single file with controlnet_cond_embedding.* keys)"
+                f"ControlNet {path.name}: neither the diffusers layout (controlnet_cond_embedding.*) "
+                "nor the original one (control_model.*); T2I-Adapters, Control-LoRAs and the like are not supported"
             )
         net = ControlNetModel.from_unet(
             unet, conditioning_embedding_out_channels=_hint_channels(state), load_weights_from_unet=False
@@ -128,6 +130,26 @@ def load_controlnet(path: Path, unet: Any) -> Any:
         raise
     except Exception as exc:  # diffusers/torch raise many kinds for a mismatched file
         raise ModelError(f"could not load ControlNet {path.name} for this model: {exc}") from exc
+
+
+def _from_ldm(path: Path, state: dict[str, Any], unet: Any) -> Any:
+    """An original-layout file (`control_v11p_sd15_canny.pth`): diffusers converts it, offline, with the
+    architecture of a ControlNet for this UNet as its config (otherwise it would ask the Hub for one)."""
+    import tempfile
+
+    from diffusers import ControlNetModel
+
+    channels = [state["control_model.input_hint_block.0.weight"].shape[0]]
+    k = 1
+    while f"control_model.input_hint_block.{2 * (k + 1)}.weight" in state:
+        channels.append(state[f"control_model.input_hint_block.{2 * (k + 1)}.weight"].shape[0])
+        k += 2
+    template = ControlNetModel.from_unet(
+        unet, conditioning_embedding_out_channels=tuple(channels), load_weights_from_unet=False
+    )
+    with tempfile.TemporaryDirectory(prefix="knsd-controlnet-") as folder:
+        template.save_config(folder)
+        return ControlNetModel.from_single_file(str(path), config=folder, local_files_only=True)
 
 
 def detect(unit: ControlUnit, image: Any, width: int, height: int) -> Any:
