@@ -15,7 +15,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -128,6 +128,10 @@ def _with_image(body: Any) -> Any:
     return out
 
 
+def _under(prefix: str) -> Callable[[str], str]:
+    return lambda text: prefix + quote(text, safe="")
+
+
 def _operations(spec: dict[str, Any]) -> list[tuple[str, str, Any]]:
     """(method, path, strategy of request kwargs) for every operation in the document."""
     ops = []
@@ -135,7 +139,7 @@ def _operations(spec: dict[str, Any]) -> list[tuple[str, str, Any]]:
         for method, op in methods.items():
             path_s = st.just(path)
             if "{" in path:
-                path_s = st.text(max_size=30).map(lambda t, p=path: p.split("{")[0] + quote(t, safe=""))
+                path_s = st.text(max_size=30).map(_under(path.split("{")[0]))
             content = op.get("requestBody", {}).get("content", {}).get("application/json")
             if content is None:
                 query = st.fixed_dictionaries(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -228,3 +230,28 @@ def test_lone_surrogate_is_400_not_500(client: httpx.Client, path: str) -> None:
     assert r.status_code == 400 and "surrogate" in r.json()["detail"], r.text[:300]
     ok = client.post("/sdapi/v1/png-info", content=b'{"image": "\\ud83d\\ude00"}')  # a valid pair: an emoji
     assert ok.status_code == 422 and ok.json()["field"] == "image"
+
+
+def test_skip_ends_the_current_batch_only(client: httpx.Client) -> None:
+    body = {**SMALL, "prompt": "skip me", "steps": 60, "width": 96, "height": 96, "seed": 11, "n_iter": 2}
+    result: dict[str, httpx.Response] = {}
+    worker = threading.Thread(
+        target=lambda: result.update(r=client.post("/sdapi/v1/txt2img", json=body, timeout=300))
+    )
+    worker.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = client.get("/sdapi/v1/progress").json()["state"]
+        if state["job_count"] == 2 and state["job_no"] == 0 and state["sampling_step"] >= 1:
+            break
+        time.sleep(0.01)
+    assert client.post("/sdapi/v1/skip").text == "null"
+    worker.join(300)
+    assert result["r"].status_code == 200, result["r"].text[:300]
+    images = result["r"].json()["images"]
+    assert len(images) == 2  # the second batch still ran
+    full = client.post("/sdapi/v1/txt2img", json={**body, "n_iter": 1}, timeout=300).json()["images"][0]
+    second = client.post("/sdapi/v1/txt2img", json={**body, "n_iter": 1, "seed": 12}, timeout=300)
+    second = second.json()["images"][0]
+    assert _image(images[0]).tobytes() != _image(full).tobytes()  # the first batch stopped early
+    assert _image(images[1]).tobytes() == _image(second).tobytes()  # the second ran in full

@@ -86,3 +86,20 @@ def test_extract_styles_inverts_apply() -> None:
     found, prompt, negative = extract_styles(DB, out["prompt"], out["negative_prompt"])
     assert (found, prompt, negative) == (["photo", "sharp"], "cat", "ugly")
     assert extract_styles(DB, "just a cat", "") == ([], "just a cat", "")
+
+
+def test_knsd_serve_exits_2_naming_the_flag(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import knsd_env
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "knsd", "serve", "--port", "0", "--styles-file", str(tmp_path / "nope.csv")],
+        env=knsd_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "--styles-file: cannot read styles from" in proc.stderr and "nope.csv" in proc.stderr

@@ -106,6 +106,8 @@ _SHARED_FIELDS: dict[str, Schema] = {
     "refiner_switch_at": opt(number()),
     "disable_extra_networks": opt(boolean(default=False)),
     "firstpass_image": opt(string()),
+    "token_merging_ratio": opt(number()),
+    "token_merging_ratio_hr": opt(number()),
     "comments": opt(obj({})),
     "script_name": opt(string()),
     "script_args": opt(arr(ANY, default=[])),
