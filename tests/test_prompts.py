@@ -83,3 +83,21 @@ def test_the_fast_path_agrees_with_the_grammar(prompt: str) -> None:
     # Prompts the fast path answers without parsing must come back unchanged from A1111's grammar too.
     if not _MAY_SCHEDULE.search(prompt):
         assert _parsed_schedules(prompt, 10, 0, 0.0, False) == ((10, prompt),)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="ab [](): |1.\\,", max_size=18))
+def test_group_by_group_parsing_agrees_with_the_whole(prompt: str) -> None:
+    # knsd parses balanced prompts one top-level bracket group at a time (the whole-prompt Earley parse is
+    # cubic); the joined schedule must be A1111's.
+    from knsd.serve.prompts import _schedules
+
+    for hires in (None, 10):
+        whole = _parsed_schedules(
+            prompt,
+            10 if hires is None else hires,
+            0 if hires is None else 10,
+            0.0 if hires is None else 1.0,
+            False,
+        )
+        assert _schedules(prompt, 10, hires, False) == whole

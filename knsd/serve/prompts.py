@@ -120,18 +120,94 @@ def _schedules(
         int_offset, flt_offset, total = steps, 1.0, hires_steps
     if not _MAY_SCHEDULE.search(prompt):
         return ((total, prompt),)
-    return _parsed_schedules(prompt, total, int_offset, flt_offset, use_old_scheduling)
+    pieces = _top_level_pieces(prompt)
+    if pieces is None or len(pieces) == 1:
+        return _parsed_schedules(prompt, total, int_offset, flt_offset, use_old_scheduling)
+    # The Earley parse is cubic in the prompt's length: a balanced prompt is parsed group by group (each
+    # top-level bracket group on its own) and the schedules are joined; property-tested against the whole.
+    parts = [_piece_schedule(p, total, int_offset, flt_offset, use_old_scheduling) for p in pieces]
+    if any(part is None for part in parts):
+        return ((total, prompt),)
+    boundaries = sorted({end for part in parts if part for end, _ in part})
+    return tuple((t, "".join(_text_at(part, t) for part in parts if part)) for t in boundaries)
+
+
+def _text_at(schedule: tuple[tuple[int, str], ...], step: int) -> str:
+    return next((text for end, text in schedule if step <= end), schedule[-1][1])
+
+
+def _top_level_pieces(prompt: str) -> list[str] | None:
+    """Text runs and top-level bracket groups, or None when brackets do not nest and balance."""
+    pieces: list[str] = []
+    stack: list[str] = []
+    start = i = 0
+    while i < len(prompt):
+        c = prompt[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c in "([":
+            if not stack and i > start:
+                pieces.append(prompt[start:i])
+                start = i
+            stack.append(c)
+        elif c in ")]":
+            if not stack or stack.pop() != ("(" if c == ")" else "["):
+                return None
+            if not stack:
+                pieces.append(prompt[start : i + 1])
+                start = i + 1
+        i += 1
+    if stack:
+        return None
+    if start < len(prompt):
+        pieces.append(prompt[start:])
+    return pieces
+
+
+@lru_cache(maxsize=2048)
+def _piece_schedule(
+    piece: str, total: int, int_offset: int, flt_offset: float, old: bool
+) -> tuple[tuple[int, str], ...] | None:
+    """One piece's schedule; None when it does not parse."""
+    if not _MAY_SCHEDULE.search(piece):
+        return ((total, piece),)
+    if _depth(piece) > MAX_NESTING:
+        return None
+    try:
+        tree = _schedule_parser().parse(piece)
+        boundaries = _collect_steps(tree, total, int_offset, flt_offset, old)
+        return tuple((t, _at_step(t, tree)) for t in boundaries)
+    except (lark.exceptions.LarkError, RecursionError):
+        return None
 
 
 def _parsed_schedules(
     prompt: str, total: int, int_offset: int, flt_offset: float, use_old_scheduling: bool
 ) -> tuple[tuple[int, str], ...]:
+    if _depth(prompt) > MAX_NESTING:
+        return ((total, prompt),)
     try:
         tree = _schedule_parser().parse(prompt)
-    except lark.exceptions.LarkError:
+        boundaries = _collect_steps(tree, total, int_offset, flt_offset, use_old_scheduling)
+        return tuple((t, _at_step(t, tree)) for t in boundaries)
+    except (lark.exceptions.LarkError, RecursionError):
         return ((total, prompt),)
-    boundaries = _collect_steps(tree, total, int_offset, flt_offset, use_old_scheduling)
-    return tuple((t, _at_step(t, tree)) for t in boundaries)
+
+
+# Brackets nested deeper than this are used as text (A1111 would fail with a RecursionError or take minutes).
+MAX_NESTING = 32
+
+
+def _depth(prompt: str) -> int:
+    depth = deepest = 0
+    for c in prompt:
+        if c in "([":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in ")]":
+            depth = max(depth - 1, 0)
+    return deepest
 
 
 def text_at_step(schedule: list[tuple[int, str]], step: int) -> int:
