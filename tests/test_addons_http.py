@@ -199,3 +199,18 @@ def test_embeddings(client: httpx.Client) -> None:
     assert not np.array_equal(_pixels(used["images"][0]), base)
     assert 'TI hashes: "tiny-emb: ' in used["info"]
     assert client.post("/sdapi/v1/refresh-embeddings").json() is None
+
+
+def test_addon_metrics(client: httpx.Client) -> None:
+    _txt2img(client, prompt="a cat <lora:tiny-lora:0.5>")
+    _txt2img(client, prompt="a cat <lora:tiny-lora:0.5>")
+    text = client.get("/metrics").text
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line.startswith("knsd_")
+    }
+    assert values["knsd_lora_cache_misses_total"] >= 1 and values["knsd_lora_cache_hits_total"] >= 1
+    assert values['knsd_addon_load_seconds_count{kind="lora"}'] == values["knsd_lora_cache_misses_total"]
+    assert values['knsd_lora_patch_seconds_count{op="patch"}'] >= 2
+    assert values['knsd_lora_patch_seconds_count{op="restore"}'] >= 2
