@@ -148,6 +148,10 @@ def test_bad_units_are_422s(client: httpx.Client, unit: dict[str, Any], field: s
 
 def test_controlnet_endpoints(client: httpx.Client) -> None:
     assert client.get("/controlnet/version").json() == {"version": 3}
+    types = client.get("/controlnet/control_types").json()["control_types"]
+    assert types["Canny"]["default_option"] == "canny" and types["Canny"]["default_model"].startswith(
+        "tiny-canny ["
+    )
     models = client.get("/controlnet/model_list").json()["model_list"]
     assert len(models) == 1 and models[0].startswith("tiny-canny [")
     modules = client.get("/controlnet/module_list").json()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,9 +81,15 @@ class EmbeddingStore:
         self._hashes: dict[tuple[str, float, int], str] = {}
         self._pending: dict[str, list[Any]] = {}
         self._mtime: float | None = None
+        # refresh-embeddings runs on the event loop, install on the pipeline thread
+        self._lock = threading.Lock()
 
     def refresh(self) -> None:
         """Read new and changed files (a width unlike the model's is skipped); `install` puts them in."""
+        with self._lock:
+            self._refresh()
+
+    def _refresh(self) -> None:
         found = scan(self.folder, EMBEDDING_SUFFIXES)
         try:
             self._mtime = self.folder.stat().st_mtime
@@ -122,7 +129,8 @@ class EmbeddingStore:
 
     def install(self) -> None:
         """Put the vectors read by `refresh` into the tokenizers and text encoders (pipeline thread only)."""
-        pending, self._pending = self._pending, {}
+        with self._lock:
+            pending, self._pending = self._pending, {}
         for name, tensors in pending.items():
             for (tokenizer, encoder), vectors in zip(self._pairs, tensors, strict=True):
                 self._install(name, tokenizer, encoder, vectors)

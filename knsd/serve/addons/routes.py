@@ -78,6 +78,33 @@ async def module_list(request: Request) -> Response:
     return JSONResponse({"module_list": names, "module_detail": detail})
 
 
+@doc(
+    "Control types: the modules and models that go together",
+    response=obj({"control_types": obj({})}),
+    tag="controlnet",
+)
+async def control_types(request: Request) -> Response:
+    addons = require_addons(_state(request))
+    models = ["None", *addons.controlnets.titles()]
+    types = {
+        "All": {
+            "module_list": list(PREPROCESSORS),
+            "model_list": models,
+            "default_option": "none",
+            "default_model": "None",
+        }
+    }
+    for tag, modules in (("Canny", ["none", "canny", "invert"]), ("Lineart", ["none", "invert", "binary"])):
+        matching = ["None", *(m for m in models[1:] if tag.lower() in m.lower())]
+        types[tag] = {
+            "module_list": modules,
+            "model_list": matching,
+            "default_option": modules[1],
+            "default_model": matching[1] if len(matching) > 1 else "None",
+        }
+    return JSONResponse({"control_types": types})
+
+
 @doc("ControlNet settings", response=obj({"control_net_unit_count": integer()}), tag="controlnet")
 async def settings(request: Request) -> Response:
     # knsd runs every unit it is sent (A1111 silently drops units past this count); report its default.
@@ -153,5 +180,6 @@ ROUTES = [
     Route("/controlnet/model_list", model_list, methods=["GET"]),
     Route("/controlnet/module_list", module_list, methods=["GET"]),
     Route("/controlnet/settings", settings, methods=["GET"]),
+    Route("/controlnet/control_types", control_types, methods=["GET"]),
     Route("/controlnet/detect", detect, methods=["POST"]),
 ]
