@@ -25,7 +25,7 @@ SMALL = {"prompt": "pretty dog", "width": 64, "height": 64, "steps": 3}
 @pytest.fixture(scope="module", params=["tiny-sdxl", "tiny-sd3"])
 def served(request: pytest.FixtureRequest, cache: Path) -> Iterator[tuple[str, LoadedModel]]:
     model = load_model(request.param, cache, device="cpu")
-    with running(create_app(ServeSettings(cache=cache), model=model), "/readyz") as url:
+    with running(create_app(ServeSettings(model=request.param, cache=cache), model=model), "/readyz") as url:
         yield url, model
 
 
