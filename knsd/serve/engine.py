@@ -68,6 +68,14 @@ def _eta(req: GenerationRequest, sampler: SamplerChoice) -> dict[str, Any]:
     return {"eta": req.eta} if req.eta is not None and sampler.sampler == "DDIM" else {}
 
 
+def _size_kwargs(pipe: Any, width: int, height: int) -> dict[str, Any]:
+    """width/height for img2img pipelines that take them (SD 3.x would otherwise resize to 1024)."""
+    import inspect
+
+    params = inspect.signature(pipe.__call__).parameters
+    return {"width": width, "height": height} if "height" in params and "width" in params else {}
+
+
 def _family(model: LoadedModel) -> str:
     family = getattr(model, "family", None)
     return str(getattr(family, "name", "sd1"))
@@ -192,6 +200,7 @@ class Engine:
             finally:
                 self._addon = None
             out.extra.update(session.extra_generation_params)
+            out.detected = session.detected_maps  # type: ignore[attr-defined]  # ControlNet maps (A1111 appends them)
             return out
 
     def _generate(self, req: GenerationRequest, job: str = "txt2img") -> Generated:
@@ -283,10 +292,9 @@ class Engine:
             "generator": [torch.Generator("cpu").manual_seed(int(s)) for s in spec.seeds],
             "image": req.init_image,
             "strength": req.denoising_strength,
+            **_size_kwargs(pipe, req.width, req.height),
         }
-        scale = int(getattr(pipe, "vae_scale_factor", 8))
-        shape = (int(self.model.family.latent_channels), req.height // scale, req.width // scale)
-        return self._run_with_noise(_Pass(pipe, conds, kwargs), req.steps, spec, shape)
+        return self._run_with_noise(_Pass(pipe, conds, kwargs), req.steps, spec)
 
     def _decode(self, latents: Any) -> list[Any]:
         pipe = self.model.txt2img
@@ -336,21 +344,26 @@ class Engine:
             **_eta(req, hr.sampler),
             "generator": [torch.Generator("cpu").manual_seed(int(s)) for s in spec.seeds],
             "image": upscaled,
+            **_size_kwargs(pipe, *hr.output_size),
         }
         self.progress.sampling_step, self.progress.sampling_steps = 0, steps
-        return self._run_with_noise(_Pass(pipe, conds, kwargs), steps, spec, tuple(upscaled.shape[1:]))
+        return self._run_with_noise(_Pass(pipe, conds, kwargs), steps, spec)
 
-    def _run_with_noise(self, run: _Pass, steps: int, spec: SeedSpec, shape: tuple[int, ...]) -> Any:
-        """An img2img pass whose start noise is A1111's first draw over `shape`: randn(seed) per image, or
-        the variation-seed blend (diffusers would draw it after sampling the VAE encoding)."""
-        noise, _ = first_noise((shape[0], shape[1], shape[2]), spec)
+    def _run_with_noise(self, run: _Pass, steps: int, spec: SeedSpec) -> Any:
+        """An img2img pass whose start noise is A1111's first draw over the latents' shape: randn(seed) per
+        image, or the variation-seed blend (diffusers would draw it after sampling the VAE encoding)."""
+
+        def drawn(like: Any) -> Any:
+            shape = tuple(int(n) for n in like.shape[1:])
+            return first_noise((shape[0], shape[1], shape[2]), spec)[0].to(like)
+
         scheduler = run.pipe.scheduler
         if hasattr(scheduler, "scale_noise"):  # flow matching (SD 3.x): scale_noise(sample, t, noise)
             scale = scheduler.scale_noise
-            scheduler.scale_noise = lambda sample, t, _noise: scale(sample, t, noise.to(sample))
+            scheduler.scale_noise = lambda sample, t, _noise: scale(sample, t, drawn(sample))
         else:
             add = scheduler.add_noise
-            scheduler.add_noise = lambda original, _noise, t: add(original, noise.to(original), t)
+            scheduler.add_noise = lambda original, _noise, t: add(original, drawn(original), t)
         try:
             return self._run(run, steps)
         finally:
