@@ -107,3 +107,33 @@ def test_unknown_files_are_clear_errors(cache: Path, tmp_path: Path) -> None:
     inpaint = _shapes(**{"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)})
     with pytest.raises(ModelError, match="9-channel"):
         detect(path, inpaint)
+
+
+@pytest.mark.parametrize(
+    ("variant", "component", "millions"),
+    [("sd15", "unet", 859.52), ("sd21-v", "text_encoder", 340.39), ("sdxl-base", "unet", 2567.46),
+     ("sdxl-base", "text_encoder_2", 694.66), ("sd35-medium", "transformer", 2243.17),
+     ("sd35-large", "transformer", 8056.63)],
+)  # fmt: skip
+def test_shipped_configs_have_the_published_sizes(
+    variant: str, component: str, millions: float, cache: Path
+) -> None:
+    """The package-data configs build the real architectures (parameter counts of the released models)."""
+    import json
+
+    import diffusers
+    import transformers
+    from accelerate import init_empty_weights
+
+    from knsd.serve.families.standard import config_dir
+
+    folder = config_dir(variant, cache)
+    library, cls_name = json.loads((folder / "model_index.json").read_text())[component]
+    with init_empty_weights():  # shapes only, no memory
+        if library == "diffusers":
+            cls = getattr(diffusers, cls_name)
+            model = cls.from_config(cls.load_config(str(folder), subfolder=component))
+        else:
+            cls = getattr(transformers, cls_name)
+            model = cls(cls.config_class.from_pretrained(str(folder / component)))
+    assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(millions, abs=0.01)

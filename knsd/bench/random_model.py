@@ -38,6 +38,8 @@ def _fill(module: Any, dtype: Any, seed: int) -> Any:
                 .to(dtype)
             )
         set_module_tensor_to_device(module, name, "cpu", value=value, dtype=dtype)
+    if hasattr(module, "tie_weights"):  # T5's `shared` and `encoder.embed_tokens` are one tensor
+        module.tie_weights()
     return module.eval()
 
 
