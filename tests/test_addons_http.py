@@ -105,6 +105,10 @@ def test_controlnet_units(client: httpx.Client) -> None:
     base = _pixels(_txt2img(client)["images"][0])
     one = _controlnet(client, _unit())
     assert np.abs(_pixels(one["images"][0]) - base).mean() > 0.5
+    # The detected map comes after the image (sd-webui-controlnet), unless save_detected_map is false.
+    edges = _pixels(one["images"][1])
+    assert len(one["images"]) == 2 and edges.shape == (64, 64, 3) and edges.min() == 0 and edges.max() == 255
+    assert len(_controlnet(client, _unit(save_detected_map=False))["images"]) == 1
     assert '"Module: canny, Model: tiny-canny [' in one["info"] and "Control Mode: Balanced" in one["info"]
     for off in (_unit(weight=0), _unit(enabled=False)):
         assert np.array_equal(_pixels(_controlnet(client, off)["images"][0]), base)

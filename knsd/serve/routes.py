@@ -89,6 +89,8 @@ async def _generate(request: Request, req: GenerationRequest, job: str) -> list[
             for img, seed, sub in zip(images, req.seeds, req.subseeds, strict=False)
         )
         encoded.extra = extra
+        # sd-webui-controlnet appends each unit's detected map to the images (save_detected_map, default true)
+        encoded.extend(encode_png(m, "") for m in getattr(images, "detected", []))
         return encoded
 
     async with state.admission.slot():

@@ -124,13 +124,23 @@ def fit_map(img: Any, width: int, height: int, mode: str) -> Any:
     import numpy as np
 
     h, w = img.shape[:2]
+    # A binary map (canny, binary) is re-binarised after resizing with Otsu's threshold, as the extension's
+    # high-quality resize does (its edge NMS and thinning are left out): thin edges survive shrinking.
+    binary = bool(np.isin(img, (0, 255)).all())
+
+    def resize(src: Any, size: tuple[int, int], grow: bool) -> Any:
+        out = cv2.resize(src, size, interpolation=cv2.INTER_CUBIC if grow else cv2.INTER_AREA)
+        if binary and out.max() > 0:
+            gray = cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_RGB2GRAY)
+            _, gray = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+            out = np.stack([gray] * 3, axis=-1)
+        return out
 
     def scaled(k: float) -> Any:
-        size = (max(1, int(round(w * k))), max(1, int(round(h * k))))
-        return cv2.resize(img, size, interpolation=cv2.INTER_CUBIC if k > 1 else cv2.INTER_AREA)
+        return resize(img, (max(1, int(round(w * k))), max(1, int(round(h * k)))), k > 1)
 
     if mode == "Just Resize":
-        return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+        return resize(img, (width, height), width * height > w * h)
     if mode == "Crop and Resize":
         out = scaled(max(width / w, height / h))
         oh, ow = out.shape[:2]

@@ -189,7 +189,8 @@ class AddonSession:
 
     @property
     def detected_maps(self) -> list[Any]:
-        return list(self._maps)
+        """The units' control images, for the response (units with `save_detected_map: false` left out)."""
+        return [m for m, u in zip(self._maps, self.request.units, strict=True) if u.save_detected_map]
 
     def on_step_end(self, step: int) -> None:
         """Patch in overlapped LoRAs that are ready; before step K, wait for the rest."""

@@ -30,6 +30,7 @@ class ControlUnit:
     guidance_end: float
     control_mode: str
     pixel_perfect: bool
+    save_detected_map: bool = True
 
     def infotext(self, model_title: str) -> str:
         """A1111's `ControlNet N` infotext value (the infotext writer JSON-quotes it)."""
@@ -144,6 +145,7 @@ def parse_units(body: dict[str, Any]) -> list[ControlUnit]:
                 guidance_end=end,
                 control_mode=_choice(raw, "control_mode", CONTROL_MODES, "Balanced", field),
                 pixel_perfect=_bool(raw, "pixel_perfect", False, field),
+                save_detected_map=_bool(raw, "save_detected_map", True, field),
             )
         )
     return units
