@@ -40,6 +40,9 @@ bench: install
 	$(BIN)/python loadtest/bench_local.py
 	$(BIN)/python loadtest/bench_loadtest.py
 	$(BIN)/python loadtest/bench_simulate.py
+	$(BIN)/python loadtest/bench_families.py
+	$(BIN)/python loadtest/bench_addons.py
+	$(BIN)/python loadtest/bench_a1111.py
 
 image:
 	@engine=$$(command -v podman || command -v docker); \

@@ -25,6 +25,7 @@ ACK_AFFINITY = "serving.knative.dev.alibabacloud/affinity"
 ACK_COOKIE_NAME = "serving.knative.dev.alibabacloud/cookie-name"
 ACK_COOKIE_TIMEOUT = "serving.knative.dev.alibabacloud/cookie-timeout"
 MODELS_VOLUME = "models"
+ADDONS_MOUNT = "/addons"  # add-on PVCs of their own are mounted at /addons/Lora, /addons/ControlNet, ...
 LABELS = {"app.kubernetes.io/name": "knsd", "app.kubernetes.io/managed-by": "knsd"}
 
 
@@ -33,6 +34,25 @@ def _model_arg(spec: ServiceSpec) -> str:
     if spec.model_pvc and spec.model == "tiny":
         return spec.model_mount
     return spec.model
+
+
+def addon_pvcs(spec: ServiceSpec) -> list[tuple[str, str]]:
+    """(folder, claim) for add-on kinds on a PVC of their own; the others stay next to the model."""
+    pairs = (
+        ("Lora", spec.lora_pvc),
+        ("ControlNet", spec.controlnet_pvc),
+        ("embeddings", spec.embeddings_pvc),
+    )
+    return [(kind, claim) for kind, claim in pairs if claim]
+
+
+def addon_args(spec: ServiceSpec) -> list[str]:
+    """`knsd serve` flags for the add-on folders mounted from their own PVCs, and the LoRA overlap."""
+    flags = {"Lora": "--lora-dir", "ControlNet": "--controlnet-dir", "embeddings": "--embeddings-dir"}
+    out = [a for kind, _ in addon_pvcs(spec) for a in (flags[kind], f"{ADDONS_MOUNT}/{kind}")]
+    if spec.lora_overlap_steps:
+        out += ["--lora-overlap-steps", str(spec.lora_overlap_steps)]
+    return out
 
 
 def template_annotations(spec: ServiceSpec) -> dict[str, str]:
@@ -93,7 +113,9 @@ def render_service(spec: ServiceSpec) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "knsd",
         "image": spec.image,
-        "args": ["--host", "0.0.0.0", "--port", str(spec.port), "--model", _model_arg(spec)],
+        "args": ["--host", "0.0.0.0", "--port", str(spec.port), "--model", _model_arg(spec)]
+        + (["--quantize", spec.quantize] if spec.quantize != "none" else [])
+        + addon_args(spec),
         "ports": [{"name": "http1", "containerPort": spec.port}],
     }
     if spec.env:
@@ -106,6 +128,9 @@ def render_service(spec: ServiceSpec) -> dict[str, Any]:
         container["resources"] = resources
     if spec.model_pvc:
         container["volumeMounts"] = [{"name": MODELS_VOLUME, "mountPath": spec.model_mount, "readOnly": True}]
+    for kind, _claim in addon_pvcs(spec):
+        mount = {"name": f"addons-{kind.lower()}", "mountPath": f"{ADDONS_MOUNT}/{kind}", "readOnly": True}
+        container.setdefault("volumeMounts", []).append(mount)
     pod: dict[str, Any] = {
         "containerConcurrency": spec.concurrency_limit,
         "timeoutSeconds": spec.timeout or 300,
@@ -123,6 +148,12 @@ def render_service(spec: ServiceSpec) -> dict[str, Any]:
         pod["volumes"] = [
             {"name": MODELS_VOLUME, "persistentVolumeClaim": {"claimName": spec.model_pvc, "readOnly": True}}
         ]
+    for kind, claim in addon_pvcs(spec):
+        volume = {
+            "name": f"addons-{kind.lower()}",
+            "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+        }
+        pod.setdefault("volumes", []).append(volume)
     metadata: dict[str, Any] = {"name": spec.name, "namespace": spec.namespace, "labels": dict(LABELS)}
     annotations = service_annotations(spec)
     if annotations:

@@ -62,6 +62,13 @@ class ServiceSpec:
     revision_name: str | None = None  # spec.template.metadata.name; must start with "<name>-"
     traffic: tuple[tuple[str, int], ...] = ()  # (REF, PERCENT); REF: @latest, a revision or a tag
     tags: tuple[tuple[str, str], ...] = ()  # (REF, TAG)
+    quantize: str = "none"  # `knsd serve --quantize`: none, int8 or fp8 (fp8: CUDA compute capability >= 8.9)
+    # Add-ons: by default `knsd serve` reads Lora/, ControlNet/ and embeddings/ next to the model (on the model
+    # PVC); a PVC named here is mounted read-only at /addons/<kind> instead.
+    lora_pvc: str | None = None
+    controlnet_pvc: str | None = None
+    embeddings_pvc: str | None = None
+    lora_overlap_steps: int = 0  # `knsd serve --lora-overlap-steps`
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name) or len(self.name) > 63:
@@ -95,6 +102,12 @@ class ServiceSpec:
             (5 <= core <= 100 and core % 5 == 0) or (core > 100 and core % 100 == 0)
         ):
             raise UsageError("--qgpu-core", f"must be 5-100 in steps of 5, or a multiple of 100, got {core}")
+        if not 0 <= self.lora_overlap_steps <= 150:
+            raise UsageError(
+                "--lora-overlap-steps", f"must be between 0 and 150, got {self.lora_overlap_steps}"
+            )
+        if self.quantize not in ("none", "int8", "fp8"):
+            raise UsageError("--quantize", f"must be none, int8 or fp8, got {self.quantize!r}")
         if self.qgpu_memory is not None and self.qgpu_memory < 1:
             raise UsageError("--qgpu-memory", f"must be at least 1 (GiB), got {self.qgpu_memory}")
 

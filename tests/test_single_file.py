@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -54,11 +55,22 @@ def test_single_file_serves_the_same_pixels(
         proc.wait(10)
 
 
-def test_single_file_without_a_config_offline_is_a_clear_error(
-    cache: Path, checkpoint: Path, tmp_path: Path
-) -> None:
+def test_single_file_without_a_config_offline(cache: Path, checkpoint: Path, tmp_path: Path) -> None:
+    """No --model-config, HF_HUB_OFFLINE=1: the architecture is detected and its config built in."""
+    proc, url = start_serve(cache, "--model", str(checkpoint), log=tmp_path / "serve.log")
+    try:
+        wait_for(url + "/readyz", 120)
+        assert _generate(url).shape == (64, 64, 3)
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_not_a_checkpoint_is_a_clear_error(cache: Path, tmp_path: Path) -> None:
+    path = tmp_path / "lora.safetensors"
+    save_file({"lora_unet_down.weight": torch.zeros(2)}, str(path))
     log = tmp_path / "serve.log"
-    proc, _ = start_serve(cache, "--model", str(checkpoint), log=log)
+    proc, _ = start_serve(cache, "--model", str(path), log=log)
     assert proc.wait(120) == 1
     text = log.read_text()
-    assert "could not load" in text and "--model-config" in text
+    assert "could not load" in text and "no Stable Diffusion UNet or MMDiT" in text

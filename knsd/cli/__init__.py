@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typer
 
+from knsd.cli import bench as _bench
 from knsd.cli import loadtest as _loadtest
 from knsd.cli import serve as _serve
 from knsd.cli import service as _service
@@ -26,6 +27,7 @@ app.command("deploy")(_service.deploy)
 app.command("status")(_service.status)
 app.command("delete")(_service.delete)
 app.command("simulate")(_simulate.simulate)
+app.command("bench")(_bench.bench)
 app.command(
     "loadtest",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},

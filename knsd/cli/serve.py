@@ -26,6 +26,12 @@ class DTypeChoice(StrEnum):
     float32 = "float32"
 
 
+class QuantizeChoice(StrEnum):
+    none = "none"
+    int8 = "int8"
+    fp8 = "fp8"
+
+
 def _parse_auth(value: str | None) -> tuple[tuple[str, str], ...]:
     if not value:
         return ()
@@ -42,7 +48,8 @@ def serve(
     model: str = typer.Option(
         os.environ.get("KNSD_MODEL", "tiny"),
         "--model",
-        help="'tiny' (the embedded model), a diffusers folder or a .safetensors/.ckpt file. Env: KNSD_MODEL.",
+        help="'tiny', 'tiny-sdxl' or 'tiny-sd3' (embedded models), a diffusers folder or a .safetensors/.ckpt "
+        "file of SD 1.x, 2.x, SDXL or SD 3.5. Env: KNSD_MODEL.",
     ),
     host: str = typer.Option("0.0.0.0", "--host", help="Address to listen on."),
     port: int = typer.Option(7860, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
@@ -79,6 +86,40 @@ def serve(
         True, "--warmup/--no-warmup", help="Run one generation before reporting ready."
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    quantize: QuantizeChoice = typer.Option(
+        QuantizeChoice.none,
+        "--quantize",
+        envvar="KNSD_QUANTIZE",
+        help="Denoiser (and SD 3.5 T5) weights: int8 (CPU or any GPU) or fp8 (CUDA compute capability >= 8.9).",
+    ),
+    styles_file: list[Path] = typer.Option(
+        [], "--styles-file", help="A1111 styles CSV (name,prompt,negative_prompt); repeatable."
+    ),
+    lora_dir: Path | None = typer.Option(
+        None, "--lora-dir", envvar="KNSD_LORA_DIR", help="LoRA files (default: Lora/ next to the model)."
+    ),
+    controlnet_dir: Path | None = typer.Option(
+        None,
+        "--controlnet-dir",
+        envvar="KNSD_CONTROLNET_DIR",
+        help="ControlNet models (default: ControlNet/ next to the model).",
+    ),
+    embeddings_dir: Path | None = typer.Option(
+        None,
+        "--embeddings-dir",
+        envvar="KNSD_EMBEDDINGS_DIR",
+        help="Textual-inversion embeddings (default: embeddings/ next to the model).",
+    ),
+    lora_cache_mb: float = typer.Option(
+        1024.0, "--lora-cache-mb", min=0.0, help="RAM for parsed LoRA tensors (LRU cache), MiB."
+    ),
+    lora_overlap_steps: int = typer.Option(
+        0,
+        "--lora-overlap-steps",
+        min=0,
+        max=150,
+        help="Load an uncached LoRA while the first K steps run without it (0: A1111's exact semantics).",
+    ),
 ) -> None:
     """Serve a Stable Diffusion model over A1111's and OpenAI's HTTP APIs, one request at a time."""
     from knsd.serve.server import run
@@ -101,6 +142,13 @@ def serve(
         model_config=model_config,
         log_level=log_level,
         port_file=port_file,
+        quantize=quantize.value,
+        styles_files=tuple(styles_file),
+        lora_dir=lora_dir,
+        controlnet_dir=controlnet_dir,
+        embeddings_dir=embeddings_dir,
+        lora_cache_mb=lora_cache_mb,
+        lora_overlap_steps=lora_overlap_steps,
     )
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

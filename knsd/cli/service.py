@@ -116,9 +116,13 @@ def deploy(
 def _deploy_local(service: ServiceSpec, pairs: dict[str, str], address: str, wait_timeout: float) -> None:
     from knsd.local import client as local
 
-    if service.model != "tiny" and not Path(service.model).expanduser().exists():
+    if (
+        service.model not in ("tiny", "tiny-sdxl", "tiny-sd3")
+        and not Path(service.model).expanduser().exists()
+    ):
         raise UsageError(
-            "--model", f"{service.model!r} not found: use 'tiny', a diffusers folder or a checkpoint file"
+            "--model",
+            f"{service.model!r} not found: use tiny, tiny-sdxl, tiny-sd3, a diffusers folder or a checkpoint file",
         )
     started = time.monotonic()
     status = local.deploy(service, pairs, address, wait_timeout, progress=typer.echo)

@@ -29,7 +29,9 @@ def simulate(
         None, "--profile-day", help="A day of traffic: peak:R,base:R[,at:HOUR]."
     ),
     service_time: str = typer.Option(
-        "2s", "--service-time", help="2s, lognormal:2s,0.3, uniform:1s,3s, exp:2s"
+        "2s",
+        "--service-time",
+        help="2s, lognormal:2s,0.3, uniform:1s,3s, exp:2s, or a `knsd bench -o json` file",
     ),
     cold_start: str = typer.Option(
         "30s", "--cold-start", help="Pod creation to ready; a value or a distribution."

@@ -133,9 +133,33 @@ SPEC_OPTIONS: dict[str, tuple[Any, Any]] = {
         str | None,
         typer.Option(None, "--model-pvc-size", help="PVC size with --with-storage [default: 20Gi]"),
     ),
+    "quantize": (
+        str | None,
+        typer.Option(None, "--quantize", help="knsd serve --quantize: none, int8 or fp8 [default: none]"),
+    ),
     "storage_class": (
         str | None,
         typer.Option(None, "--storage-class", help="PVC storage class with --with-storage"),
+    ),
+    "lora_pvc": (
+        str | None,
+        typer.Option(None, "--lora-pvc", help="PVC of LoRA files [default: Lora/ next to the model]"),
+    ),
+    "controlnet_pvc": (
+        str | None,
+        typer.Option(
+            None, "--controlnet-pvc", help="PVC of ControlNet models [default: ControlNet/ next to the model]"
+        ),
+    ),
+    "embeddings_pvc": (
+        str | None,
+        typer.Option(
+            None, "--embeddings-pvc", help="PVC of embeddings [default: embeddings/ next to the model]"
+        ),
+    ),
+    "lora_overlap_steps": (
+        int | None,
+        typer.Option(None, "--lora-overlap-steps", help="knsd serve --lora-overlap-steps [default: 0]"),
     ),
     "annotation_service": (
         list[str] | None,

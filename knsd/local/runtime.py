@@ -171,7 +171,11 @@ class Runtime:
             return PodSet(
                 rev.name,
                 pod_command(spec.model, spec.concurrency_limit, drain),
-                pod_env({**dict(spec.env), **knative_env}, spec.scale_max or os.cpu_count() or 1),
+                # `knsd serve` reads KNSD_QUANTIZE when --quantize is not on its command line
+                pod_env(
+                    {"KNSD_QUANTIZE": spec.quantize, **dict(spec.env), **knative_env},
+                    spec.scale_max or os.cpu_count() or 1,
+                ),
                 self.dir.pods_dir,
                 on_ready=lambda pod: self._pod_ready(rev, pod),
                 on_gone=lambda pod: self._pod_gone(rev, pod),

@@ -14,8 +14,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from knsd.errors import KnsdError, Unavailable
+from knsd.serve import api_routes, openapi
 from knsd.serve import routes as r
 from knsd.serve import webui
+from knsd.serve.addons import routes as addon_routes
 from knsd.serve.loader import LoadedModel
 from knsd.serve.middleware import AuthMiddleware, MetricsMiddleware
 from knsd.serve.settings import ServeSettings
@@ -39,6 +41,9 @@ ROUTES = [
     Route("/metrics", r.metrics, methods=["GET"]),
     Route("/", webui.index, methods=["GET"]),
     Route("/ui/{name}", webui.asset, methods=["GET"]),
+    *api_routes.ROUTES,
+    *addon_routes.ROUTES,
+    *openapi.ROUTES,
 ]
 
 

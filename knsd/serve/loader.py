@@ -9,14 +9,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from knsd.errors import ModelError
+from knsd.serve.families import SD1, Family
+from knsd.serve.families.detect import T5_KEY, Detected, detect, read_shapes
+from knsd.serve.hashes import file_sha256
 from knsd.serve.infotext import ModelInfo
 from knsd.serve.settings import Device, DType
-from knsd.serve.tiny import ensure_tiny_model
+from knsd.serve.tiny import TINY_NAMES, ensure_tiny_model
 
 log = logging.getLogger("knsd.serve")
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -42,12 +46,43 @@ class LoadedModel:
     device: str
     dtype: str
     load_seconds: float
+    family: Family = SD1
+    sha256: str | None = None  # of the checkpoint file (a folder: its denoiser weights)
+    quantize: str = "none"
+
+    @property
+    def title(self) -> str:
+        """A1111's checkpoint title: file name (with extension) and the 10-hex short hash of its sha256."""
+        name = self.source.path.name if self.source.kind == "single_file" else self.info.name
+        return f"{name} [{self.info.hash}]"
+
+    @property
+    def components(self) -> dict[str, Any]:
+        """The pipeline's modules by name, to build other pipelines (e.g. ControlNet) over them."""
+        return dict(self.txt2img.components)
+
+    @property
+    def tokenizers(self) -> list[Any]:
+        """The family's tokenizers in pipeline order (tokenizer, tokenizer_2, tokenizer_3); absent ones dropped."""
+        found = (getattr(self.txt2img, name, None) for name in self.family.tokenizer_names)
+        return [t for t in found if t is not None]
+
+    @property
+    def text_encoders(self) -> list[Any]:
+        """The family's text encoders in pipeline order; SD 3.5 without T5 has two."""
+        found = (getattr(self.txt2img, name, None) for name in self.family.text_encoder_names)
+        return [t for t in found if t is not None]
+
+    @property
+    def denoiser(self) -> Any:
+        """The UNet (SD 1.x/2.x/SDXL) or the MMDiT transformer (SD 3.x)."""
+        return getattr(self.txt2img, self.family.denoiser)
 
 
 def resolve_source(model: str, cache: Path) -> ModelSource:
-    """Turn `--model tiny|PATH` into a source; a missing or unrecognised path is a ModelError."""
-    if model == "tiny":
-        return ModelSource("folder", ensure_tiny_model(cache), "tiny-sd")
+    """Turn `--model tiny|tiny-sdxl|tiny-sd3|PATH` into a source; a missing or unrecognised path is a ModelError."""
+    if model in TINY_NAMES:
+        return ModelSource("folder", ensure_tiny_model(cache, model), "tiny-sd" if model == "tiny" else model)
     path = Path(model).expanduser()
     if path.is_dir():
         if (path / "model_index.json").is_file():
@@ -65,7 +100,9 @@ def resolve_source(model: str, cache: Path) -> ModelSource:
         if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
             raise ModelError(f"{path}: a single-file checkpoint must end in .safetensors or .ckpt")
         return ModelSource("single_file", path, path.stem)
-    raise ModelError(f"model {model!r} not found: expected 'tiny', a diffusers folder or a .safetensors file")
+    raise ModelError(
+        f"model {model!r} not found: expected {', '.join(TINY_NAMES)}, a diffusers folder or a .safetensors file"
+    )
 
 
 def resolve_device(device: Device) -> str:
@@ -108,6 +145,58 @@ def model_hash(source: ModelSource) -> str:
     return digest.hexdigest()[:8]
 
 
+def _denoiser_weights(source: ModelSource, family: Family) -> Path:
+    """The file A1111-style hashes are taken of: the checkpoint, or a folder's denoiser weights."""
+    if source.kind == "single_file":
+        return source.path
+    folder = source.path / family.denoiser
+    candidates = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    return candidates[0] if candidates else source.path / "model_index.json"
+
+
+def _load_pipeline(source: ModelSource, cache: Path, config: Path | None, dtype: Any) -> tuple[Any, Family]:
+    from knsd.serve.families import pipelines
+
+    if source.kind == "folder":
+        family = pipelines.folder_family(source.path)
+        return pipelines.load_folder(source.path, family, dtype), family
+    shapes = read_shapes(source.path)
+    if config is not None:  # --model-config overrides detection
+        family = pipelines.folder_family(config)
+        detected = Detected(family, "custom", has_t5=T5_KEY in shapes)
+    else:
+        detected = detect(source.path, shapes)
+        config = pipelines.config_for(detected, cache)
+    log.info("%s: %s (%s), config %s", source.path.name, detected.family.label, detected.variant, config)
+    return pipelines.load_single_file(source.path, detected, config, dtype), detected.family
+
+
+def prepare_pipeline(
+    pipe: Any, family: Family, target: str, quantize: str = "none", compile_unet: bool = False
+) -> tuple[Any, Any]:
+    """Move a loaded pipeline to its device, quantize and compile it; returns it and its img2img twin."""
+    from knsd.serve.families import pipelines
+    from knsd.serve.quantize import quantize_pipeline
+
+    pipe.set_progress_bar_config(disable=True)
+    pipe = pipe.to(target)
+    quantize_pipeline(pipe, family, quantize)  # on the device: fp8 kernels exist only on CUDA
+    denoiser = getattr(pipe, family.denoiser)
+    if target == "cuda":
+        import torch
+
+        # SDPA is diffusers' default attention processor on torch 2; channels-last speeds up the convs.
+        denoiser.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    if compile_unet:
+        import torch
+
+        setattr(pipe, family.denoiser, torch.compile(denoiser, mode="reduce-overhead", fullgraph=True))
+    img2img = pipelines.img2img_pipeline(family, pipe)
+    img2img.set_progress_bar_config(disable=True)
+    return pipe, img2img
+
+
 def load_model(
     model: str,
     cache: Path,
@@ -115,58 +204,52 @@ def load_model(
     dtype: DType = "auto",
     config: Path | None = None,
     compile_unet: bool = False,
+    quantize: str = "none",
 ) -> LoadedModel:
-    """Load a pipeline on the chosen device; no network access is ever made."""
+    """Load a pipeline of any supported family on the chosen device; no network access is ever made."""
     started = time.perf_counter()
     source = resolve_source(model, cache)
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
-    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+    from knsd.serve.families import pipelines
+    from knsd.serve.quantize import check_quantize
+
+    check_quantize(quantize, target)
     from diffusers.utils import logging as diffusers_logging
 
     # knsd disables the safety checker on purpose (a serving shim, like A1111); keep its warning out of logs.
     diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()  # per-component loading bars would flood pod logs
+    from transformers.utils import logging as transformers_logging
 
-    kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": True, "safety_checker": None}
+    transformers_logging.disable_progress_bar()
+    # A1111 hashes the whole file; do it on a second thread while the weights load (hashlib frees the GIL).
+    hasher = ThreadPoolExecutor(1, "knsd-hash")
     try:
-        if source.kind == "folder":
-            pipe = StableDiffusionPipeline.from_pretrained(str(source.path), **kwargs)
-        else:
-            if config is not None:
-                kwargs["config"] = str(config)
-            pipe = StableDiffusionPipeline.from_single_file(str(source.path), **kwargs)
-    except (
-        Exception
-    ) as exc:  # diffusers raises many kinds (OSError, ValueError, SingleFileComponentError, ...)
-        hint = ""
-        if source.kind == "single_file" and config is None:
-            hint = (
-                " (a single-file checkpoint needs its pipeline config: pass --model-config with a diffusers "
-                "folder of the same architecture, or have it in the Hugging Face cache)"
-            )
-        raise ModelError(f"could not load {source.path}: {exc}{hint}") from exc
-    pipe.set_progress_bar_config(disable=True)
-    pipe = pipe.to(target)
-    if target == "cuda":
-        import torch
-
-        # SDPA is diffusers' default attention processor on torch 2; channels-last speeds up the convs.
-        pipe.unet.to(memory_format=torch.channels_last)
-        pipe.vae.to(memory_format=torch.channels_last)
-    if compile_unet:
-        import torch
-
-        pipe.unet = torch.compile(pipe.unet, mode="reduce-overhead", fullgraph=True)
-    img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
-    img2img.set_progress_bar_config(disable=True)  # type: ignore[attr-defined]  # mypy misreads diffusers' bases
+        sha256 = hasher.submit(file_sha256, source.path, cache) if source.kind == "single_file" else None
+        try:
+            pipe, family = _load_pipeline(source, cache, config, torch_dtype)
+        except (
+            Exception
+        ) as exc:  # diffusers raises many kinds (OSError, ValueError, SingleFileComponentError)
+            raise pipelines.describe_failure(source.path, exc, config is not None) from exc
+        if sha256 is None:
+            sha256 = hasher.submit(file_sha256, _denoiser_weights(source, family), cache)
+        pipe, img2img = prepare_pipeline(pipe, family, target, quantize, compile_unet)
+        digest = sha256.result()
+    finally:
+        hasher.shutdown(wait=False)
     seconds = time.perf_counter() - started
     log.info("loaded %s (%s) on %s/%s in %.2fs", source.name, source.path, target, torch_dtype, seconds)
     return LoadedModel(
         txt2img=pipe,
         img2img=img2img,
-        info=ModelInfo(name=source.name, hash=model_hash(source)),
+        info=ModelInfo(name=source.name, hash=digest[:10]),
         source=source,
         device=target,
         dtype=str(torch_dtype).removeprefix("torch."),
         load_seconds=seconds,
+        family=family,
+        sha256=digest,
+        quantize=quantize,
     )

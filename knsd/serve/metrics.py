@@ -25,6 +25,11 @@ class ServeMetrics:
     ready: Gauge
     peak: Gauge
     warmup: Gauge
+    # Add-ons (knsd/serve/addons): load and patch times, the LoRA RAM cache.
+    addon_load_seconds: Histogram
+    lora_patch_seconds: Histogram
+    lora_cache_hits: Counter
+    lora_cache_misses: Counter
 
 
 def create_metrics() -> ServeMetrics:
@@ -55,5 +60,25 @@ def create_metrics() -> ServeMetrics:
         warmup=Gauge("knsd_warmup_seconds", "Time taken by the warm-up generation", registry=registry),
         peak=Gauge(
             "knsd_peak_requests", "Most generation requests held at once since start", registry=registry
+        ),
+        addon_load_seconds=Histogram(
+            "knsd_addon_load_seconds",
+            "Time to read an add-on from disk (kind: lora, controlnet)",
+            ["kind"],
+            buckets=STEP_BUCKETS,
+            registry=registry,
+        ),
+        lora_patch_seconds=Histogram(
+            "knsd_lora_patch_seconds",
+            "Time to merge LoRA deltas into the weights or restore them (op: patch, restore)",
+            ["op"],
+            buckets=STEP_BUCKETS,
+            registry=registry,
+        ),
+        lora_cache_hits=Counter(
+            "knsd_lora_cache_hits_total", "LoRAs found in the RAM cache", registry=registry
+        ),
+        lora_cache_misses=Counter(
+            "knsd_lora_cache_misses_total", "LoRAs read from disk (not in the RAM cache)", registry=registry
         ),
     )

@@ -8,10 +8,15 @@ import io
 import math
 import random
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from knsd.errors import BadRequest, InvalidField
+from knsd.serve.chunks import EMPHASIS_MODES
+from knsd.serve.conditioning import PromptOptions
+from knsd.serve.hires import HiresSpec
+from knsd.serve.prompts import parse_extra_networks, strip_comments
+from knsd.serve.request_policy import GENERATION_OPTIONS, check_eta, check_neutral_fields, generation_options
 from knsd.serve.samplers import SamplerChoice, resolve_sampler
 
 MAX_SEED = 4294967294  # A1111 draws random seeds from randrange(4294967294)
@@ -35,11 +40,39 @@ class GenerationRequest:
     denoising_strength: float | None = None
     init_image: Any = None  # a PIL image, RGB
     send_images: bool = True
+    # What knsd encodes: comments stripped, extra-network tags removed (the prompt above keeps the tags,
+    # as A1111's infotext does).
+    cond_prompt: str = ""
+    cond_negative: str = ""
+    # `<type:args>` tags of the positive prompt by type, e.g. {"lora": [["name", "0.8"]]} (see prompts.py).
+    extra_networks: dict[str, list[list[str]]] = field(default_factory=dict)
+    prompt_options: PromptOptions = PromptOptions()
+    use_old_scheduling: bool = False
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
+    hires: HiresSpec | None = None
+    styles: tuple[str, ...] = ()
+    include_init_images: bool = False
+    eta: float | None = None  # DDIM's eta (request_policy.check_eta)
+    addons: Any = None  # knsd.serve.addons.AddonRequest (LoRA tags, ControlNet units), set by the routes
 
     @property
     def seeds(self) -> list[int]:
-        """Every image's seed: seed, seed+1, ... across all batches, like A1111."""
-        return [self.seed + i for i in range(self.batch_size * self.n_iter)]
+        """Every image's seed: seed, seed+1, ... across all batches; with variation seeds all share one."""
+        step = 1 if self.subseed_strength == 0 else 0
+        return [self.seed + i * step for i in range(self.batch_size * self.n_iter)]
+
+    @property
+    def subseeds(self) -> list[int]:
+        """Every image's variation seed: subseed, subseed+1, ... (A1111's all_subseeds)."""
+        return [self.subseed + i for i in range(self.batch_size * self.n_iter)]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The returned images' (width, height): the hires size when hires fix runs."""
+        return self.hires.output_size if self.hires is not None else (self.width, self.height)
 
 
 def _integer(body: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
@@ -99,9 +132,32 @@ def _side(body: dict[str, Any], key: str) -> int:
     return value
 
 
-def _seed(body: dict[str, Any]) -> int:
-    seed = _integer(body, "seed", -1, -1, MAX_SEED)
+def _seed(body: dict[str, Any], key: str = "seed") -> int:
+    seed = _integer(body, key, -1, -1, MAX_SEED)
     return random.randrange(MAX_SEED) if seed == -1 else seed
+
+
+def _flag(body: dict[str, Any], key: str, default: bool) -> bool:
+    value = body.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InvalidField(key, "true or false", value)
+    return value
+
+
+def prompt_options(opts: dict[str, Any], field: str = "override_settings") -> PromptOptions:
+    """The prompt-encoding settings of merged options, range-checked (errors name `field.key`)."""
+    prefix = f"{field}." if field else ""
+    clip_skip = opts["CLIP_stop_at_last_layers"]
+    if not 1 <= clip_skip <= 12:
+        raise InvalidField(prefix + "CLIP_stop_at_last_layers", "an integer between 1 and 12", clip_skip)
+    if opts["emphasis"] not in EMPHASIS_MODES:
+        raise InvalidField(prefix + "emphasis", "one of " + ", ".join(EMPHASIS_MODES), opts["emphasis"])
+    backtrack = opts["comma_padding_backtrack"]
+    if not 0 <= backtrack <= 74:
+        raise InvalidField(prefix + "comma_padding_backtrack", "an integer between 0 and 74", backtrack)
+    return PromptOptions(clip_skip, opts["emphasis"], backtrack, opts["sdxl_clip_l_skip"])
 
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
@@ -121,17 +177,36 @@ def require_object(body: Any) -> dict[str, Any]:
     return body
 
 
-def parse_txt2img(body: dict[str, Any], max_pixels: int) -> GenerationRequest:
-    """Validate an A1111 `/sdapi/v1/txt2img` body; unknown keys are ignored as A1111 does."""
+def parse_txt2img(
+    body: dict[str, Any], max_pixels: int, options: dict[str, Any] | None = None
+) -> GenerationRequest:
+    """Validate an A1111 `/sdapi/v1/txt2img` body; unknown keys are ignored as A1111 does.
+
+    `options` are the server's generation settings (`/sdapi/v1/options`); `override_settings` apply on top.
+    Fields knsd cannot honour are refused by name (knsd.serve.request_policy).
+    """
     body = require_object(body)
+    check_neutral_fields(body)
+    opts = generation_options(
+        options if options is not None else GENERATION_OPTIONS, body.get("override_settings")
+    )
     width, height = _side(body, "width"), _side(body, "height")
     _check_pixels(width, height, max_pixels)
-    send_images = body.get("send_images", True)
-    if not isinstance(send_images, bool):
-        raise InvalidField("send_images", "true or false", send_images)
-    return GenerationRequest(
-        prompt=_text(body, "prompt"),
-        negative_prompt=_text(body, "negative_prompt"),
+    prompt, negative = _text(body, "prompt"), _text(body, "negative_prompt")
+    if opts["enable_prompt_comments"]:
+        prompt, negative = strip_comments(prompt), strip_comments(negative)
+    # A1111 removes `<lora:...>` tags from the positive prompt only; the negative keeps them as text.
+    cond_prompt, networks = parse_extra_networks(prompt)
+    if _flag(body, "disable_extra_networks", False):
+        networks = {}
+    styles = body.get("styles")
+    if styles is not None and (not isinstance(styles, list) or not all(isinstance(x, str) for x in styles)):
+        raise InvalidField("styles", "a list of style names", styles)
+    resize_h = _integer(body, "seed_resize_from_h", -1, -1, MAX_SIDE)
+    resize_w = _integer(body, "seed_resize_from_w", -1, -1, MAX_SIDE)
+    req = GenerationRequest(
+        prompt=prompt,
+        negative_prompt=negative,
         seed=_seed(body),
         sampler=resolve_sampler(
             _optional_text(body, "sampler_name") or _optional_text(body, "sampler_index"),
@@ -143,8 +218,28 @@ def parse_txt2img(body: dict[str, Any], max_pixels: int) -> GenerationRequest:
         cfg_scale=_number(body, "cfg_scale", 7.0, 0.0, 30.0),
         width=width,
         height=height,
-        send_images=send_images,
+        send_images=_flag(body, "send_images", True),
+        cond_prompt=cond_prompt,
+        cond_negative=negative,
+        extra_networks=networks,
+        prompt_options=prompt_options(opts),
+        use_old_scheduling=opts["use_old_scheduling"],
+        subseed=_seed(body, "subseed"),
+        subseed_strength=_number(body, "subseed_strength", 0.0, 0.0, 1.0),
+        seed_resize_from_h=resize_h,
+        seed_resize_from_w=resize_w,
+        styles=tuple(styles or ()),
     )
+    req = replace(req, eta=check_eta(body.get("eta"), req.sampler.sampler))
+    if _flag(body, "enable_hr", False):
+        from knsd.serve.hires_params import parse_hires
+
+        hires = parse_hires(body, req, max_pixels)
+        if opts["enable_prompt_comments"]:
+            hr_prompt, hr_negative = strip_comments(hires.prompt), strip_comments(hires.negative_prompt)
+            hires = replace(hires, prompt=hr_prompt, negative_prompt=hr_negative)
+        req = replace(req, hires=hires, denoising_strength=hires.denoising_strength)
+    return req
 
 
 _DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,")
@@ -170,9 +265,14 @@ def decode_image(field: str, data: Any) -> Any:
     return image.convert("RGB")
 
 
-def parse_img2img(body: dict[str, Any], max_pixels: int) -> GenerationRequest:
+def parse_img2img(
+    body: dict[str, Any], max_pixels: int, options: dict[str, Any] | None = None
+) -> GenerationRequest:
     """Validate an A1111 `/sdapi/v1/img2img` body (`init_images` required, `denoising_strength`)."""
-    base = parse_txt2img(body, max_pixels)
+    body = require_object(body)
+    if body.get("enable_hr"):
+        raise InvalidField("enable_hr", "false: hires fix is a txt2img feature", body.get("enable_hr"))
+    base = parse_txt2img(body, max_pixels, options)
     images = body.get("init_images")
     if not isinstance(images, list) or not images:
         raise InvalidField("init_images", "a non-empty list of base64 images", images)
@@ -193,6 +293,7 @@ def parse_img2img(body: dict[str, Any], max_pixels: int) -> GenerationRequest:
         base,
         denoising_strength=strength,
         init_image=image,
+        include_init_images=_flag(body, "include_init_images", False),
     )
 
 

@@ -11,11 +11,34 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from knsd.errors import BadRequest, InvalidField, PayloadTooLarge
+from knsd.serve.addons.routes import with_addons
+from knsd.serve.engine import Generated
 from knsd.serve.images import encode_png
 from knsd.serve.infotext import info, infotext, parameters
-from knsd.serve.params import GenerationRequest, parse_img2img, parse_openai, parse_txt2img
+from knsd.serve.openapi import doc
+from knsd.serve.params import GenerationRequest, parse_img2img, parse_openai, parse_txt2img, prompt_options
+from knsd.serve.request_policy import generation_options
 from knsd.serve.samplers import SAMPLERS, SCHEDULES
+from knsd.serve.schemas import (
+    EMPTY_OBJECT,
+    GENERATION_RESPONSE,
+    IMG2IMG_REQUEST,
+    NULL,
+    OPENAI_REQUEST,
+    OPENAI_RESPONSE,
+    OPTIONS,
+    PROGRESS_RESPONSE,
+    SAMPLER_ITEM,
+    SCHEDULER_ITEM,
+    SD_MODEL_ITEM,
+    TXT2IMG_REQUEST,
+    arr,
+    boolean,
+    obj,
+    string,
+)
 from knsd.serve.state import ServerState
+from knsd.serve.styles import apply_styles
 
 
 def _state(request: Request) -> ServerState:
@@ -36,9 +59,19 @@ async def read_json(request: Request, limit: int) -> Any:
         if len(body) > limit:
             raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
     try:
-        return json.loads(body)
+        value = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from exc
+    if b"\\ud" in body.lower():
+        # JSON may escape a lone UTF-16 surrogate (\udc00): Python decodes it into a str that no tokenizer,
+        # PNG chunk or JSON response can encode, so refuse it here rather than fail later with a 500.
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadRequest(
+                "request body contains a lone UTF-16 surrogate escape (\\ud800-\\udfff)"
+            ) from exc
+    return value
 
 
 async def _generate(request: Request, req: GenerationRequest, job: str) -> list[str]:
@@ -50,9 +83,15 @@ async def _generate(request: Request, req: GenerationRequest, job: str) -> list[
     def work() -> list[str]:
         images = engine.generate(req, job=job)
         state.metrics.images.inc(len(images))
-        return [
-            encode_png(img, infotext(req, seed, model)) for img, seed in zip(images, req.seeds, strict=False)
-        ]
+        extra = getattr(images, "extra", {})  # infotext keys the run added (e.g. LoRA hashes)
+        encoded = Generated(
+            encode_png(img, infotext(req, seed, model, sub, extra))
+            for img, seed, sub in zip(images, req.seeds, req.subseeds, strict=False)
+        )
+        encoded.extra = extra
+        # sd-webui-controlnet appends each unit's detected map to the images (save_detected_map, default true)
+        encoded.extend(encode_png(m, "") for m in getattr(images, "detected", []))
+        return encoded
 
     async with state.admission.slot():
         return await state.in_worker(work)
@@ -64,23 +103,40 @@ def _a1111_response(request: Request, req: GenerationRequest, images: list[str])
         {
             "images": images if req.send_images else [],
             "parameters": parameters(req),
-            "info": json.dumps(info(req, model)),
+            "info": json.dumps(info(req, model, extra=getattr(images, "extra", None))),
         }
     )
 
 
+@doc(
+    "Generate images from a prompt (A1111)",
+    request=TXT2IMG_REQUEST,
+    response=GENERATION_RESPONSE,
+    errors=(503,),
+)
 async def txt2img(request: Request) -> Response:
     state = _state(request)
-    req = parse_txt2img(await read_json(request, state.settings.max_body_bytes), state.settings.max_pixels)
+    body = apply_styles(await read_json(request, state.settings.max_body_bytes), state.styles)
+    req = parse_txt2img(body, state.settings.max_pixels, state.generation_options)
+    req = with_addons(state, body, req)
     return _a1111_response(request, req, await _generate(request, req, "txt2img"))
 
 
+@doc(
+    "Generate images from an image and a prompt (A1111)",
+    request=IMG2IMG_REQUEST,
+    response=GENERATION_RESPONSE,
+    errors=(503,),
+)
 async def img2img(request: Request) -> Response:
     state = _state(request)
-    req = parse_img2img(await read_json(request, state.settings.max_body_bytes), state.settings.max_pixels)
+    body = apply_styles(await read_json(request, state.settings.max_body_bytes), state.styles)
+    req = parse_img2img(body, state.settings.max_pixels, state.generation_options)
+    req = with_addons(state, body, req)
     return _a1111_response(request, req, await _generate(request, req, "img2img"))
 
 
+@doc("Generate images (OpenAI images API)", request=OPENAI_REQUEST, response=OPENAI_RESPONSE, errors=(503,))
 async def openai_images(request: Request) -> Response:
     state = _state(request)
     body = await read_json(request, state.settings.max_body_bytes)
@@ -93,6 +149,11 @@ async def openai_images(request: Request) -> Response:
     return JSONResponse({"created": int(time.time()), "data": data})
 
 
+@doc(
+    "Progress of the running job",
+    response=PROGRESS_RESPONSE,
+    query=(("skip_current_image", boolean(default=False)),),
+)
 async def progress(request: Request) -> Response:
     engine = _state(request).engine
     p = engine.progress if engine is not None else None
@@ -121,6 +182,7 @@ async def progress(request: Request) -> Response:
     )
 
 
+@doc("Stop the running job after its current step", response=EMPTY_OBJECT)
 async def interrupt(request: Request) -> Response:
     engine = _state(request).engine
     if engine is not None:
@@ -128,16 +190,17 @@ async def interrupt(request: Request) -> Response:
     return JSONResponse({})
 
 
+@doc("The loaded checkpoint (one model per pod)", response=arr(SD_MODEL_ITEM), errors=(503,))
 async def sd_models(request: Request) -> Response:
     engine = _state(request).require_engine()
     m = engine.model
     return JSONResponse(
         [
             {
-                "title": f"{m.info.name} [{m.info.hash}]",
+                "title": m.title,
                 "model_name": m.info.name,
                 "hash": m.info.hash,
-                "sha256": None,
+                "sha256": m.sha256,
                 "filename": str(m.source.path),
                 "config": None,
             }
@@ -145,10 +208,12 @@ async def sd_models(request: Request) -> Response:
     )
 
 
+@doc("Samplers", response=arr(SAMPLER_ITEM))
 async def samplers(request: Request) -> Response:
     return JSONResponse([{"name": s.name, "aliases": list(s.aliases), "options": {}} for s in SAMPLERS])
 
 
+@doc("Schedule types", response=arr(SCHEDULER_ITEM))
 async def schedulers(request: Request) -> Response:
     return JSONResponse(
         [
@@ -166,14 +231,27 @@ async def schedulers(request: Request) -> Response:
 
 def _options(state: ServerState) -> dict[str, Any]:
     engine = state.engine
-    title = f"{engine.model.info.name} [{engine.model.info.hash}]" if engine else None
-    return {"sd_model_checkpoint": title, "samples_format": "png", "sd_checkpoint_hash": None}
+    title = engine.model.title if engine else None
+    sha256 = engine.model.sha256 if engine else None
+    return {
+        "sd_model_checkpoint": title,
+        "samples_format": "png",
+        "sd_checkpoint_hash": sha256,
+        **state.generation_options,  # CLIP_stop_at_last_layers, emphasis, ... (request_policy)
+    }
 
 
+@doc("Settings", response=OPTIONS)
 async def get_options(request: Request) -> Response:
     return JSONResponse(_options(_state(request)))
 
 
+@doc(
+    "Change settings (sd_model_checkpoint must name the loaded model)",
+    request=obj({}),
+    response=NULL,
+    errors=(503,),
+)
 async def set_options(request: Request) -> Response:
     state = _state(request)
     body = await read_json(request, state.settings.max_body_bytes)
@@ -184,13 +262,24 @@ async def set_options(request: Request) -> Response:
     engine = state.require_engine()
     if wanted is not None and wanted not in (current, engine.model.info.name):
         raise InvalidField("sd_model_checkpoint", f"the loaded model {current!r} (one model per pod)", wanted)
+    # Generation settings persist for later requests, as in A1111; all are checked before any is set.
+    merged = generation_options(state.generation_options, body, field="")
+    prompt_options(merged, field="")
+    state.generation_options = merged
     return JSONResponse(None)
 
 
+@doc("Liveness: 200 once the process listens", response=obj({"status": string()}), tag="probes")
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "alive"})
 
 
+@doc(
+    "Readiness: 200 once the model is loaded and warm; 503 while loading, draining or failed",
+    response=obj({"status": string(), "error": string()}),
+    errors=(503,),
+    tag="probes",
+)
 async def readyz(request: Request) -> Response:
     state = _state(request)
     status = state.readiness()
@@ -202,5 +291,6 @@ async def readyz(request: Request) -> Response:
     return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
 
+@doc("Prometheus metrics", response=string(), media_type="text/plain", tag="probes")
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(_state(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)

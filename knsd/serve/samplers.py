@@ -153,3 +153,60 @@ def resolve_sampler(sampler_name: str | None, scheduler: str | None) -> SamplerC
     if schedule == sampler.default_schedule:
         schedule = "Automatic"
     return SamplerChoice(sampler.name, schedule, sampler.scheduler_class, tuple(sorted(options.items())))
+
+
+# SD 3.x is a rectified-flow model: only flow-matching samplers apply. A1111 name -> scheduler, options,
+# whether it can start mid-schedule (img2img needs `scale_noise`), and the schedule types it takes.
+_FLOW_SAMPLERS: dict[str, tuple[str, dict[str, Any], bool]] = {
+    "Euler": ("FlowMatchEulerDiscreteScheduler", {}, True),
+    "Heun": ("FlowMatchHeunDiscreteScheduler", {}, True),
+    "DPM++ 2M": (
+        "DPMSolverMultistepScheduler",
+        {"use_flow_sigmas": True, "prediction_type": "flow_prediction"},
+        False,
+    ),
+    "UniPC": (
+        "UniPCMultistepScheduler",
+        {"use_flow_sigmas": True, "prediction_type": "flow_prediction"},
+        False,
+    ),
+}
+_FLOW_SCHEDULES = {
+    "FlowMatchEulerDiscreteScheduler": ("Automatic", "Uniform", "Karras", "Exponential", "Beta"),
+    "FlowMatchHeunDiscreteScheduler": ("Automatic", "Uniform"),
+    "DPMSolverMultistepScheduler": ("Automatic", "Uniform"),
+    "UniPCMultistepScheduler": ("Automatic", "Uniform"),
+}
+
+
+def family_sampler_names(family: str, img2img: bool = False) -> list[str]:
+    """The A1111 sampler names that apply to a family (all of them outside SD 3.x)."""
+    if family != "sd3":
+        return sampler_names()
+    return [name for name, (_, _, mid) in _FLOW_SAMPLERS.items() if mid or not img2img]
+
+
+def scheduler_for(
+    family: str, choice: SamplerChoice, base: dict[str, Any], img2img: bool = False
+) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """The scheduler class and options for a resolved sampler on a family; 422 when it does not apply."""
+    if family != "sd3":
+        return choice.scheduler_class, choice.options
+    entry = _FLOW_SAMPLERS.get(choice.sampler)
+    if entry is None or (img2img and not entry[2]):
+        valid = ", ".join(family_sampler_names(family, img2img))
+        job = "img2img on " if img2img else ""
+        raise InvalidField(
+            "sampler_name", f"one of {valid} ({job}SD 3.x is a flow-matching model)", choice.sampler
+        )
+    cls, options, _ = entry
+    options = dict(options)
+    schedule = choice.schedule
+    if schedule not in _FLOW_SCHEDULES[cls]:
+        allowed = ", ".join(_FLOW_SCHEDULES[cls])
+        raise InvalidField("scheduler", f"one of {allowed} for sampler {choice.sampler} on SD 3.x", schedule)
+    if schedule not in ("Automatic", "Uniform"):
+        options.update({k: v for k, v in SCHEDULES[schedule].items() if k != "timestep_spacing"})
+    if "flow_shift" not in options and "use_flow_sigmas" in options:
+        options["flow_shift"] = base.get("shift", 3.0)  # keep the model's timestep shift (3.0 for SD 3.5)
+    return cls, tuple(sorted(options.items()))

@@ -33,3 +33,11 @@ class ServeSettings:
     cache: Path | None = None
     log_level: str = "info"
     port_file: Path | None = None  # where to write the bound port (useful with --port 0)
+    quantize: str = "none"  # denoiser (and T5) weights: none, int8 or fp8 (knsd/serve/quantize.py)
+    styles_files: tuple[Path, ...] = ()  # A1111 styles CSVs (--styles-file), read at start-up
+    # Add-on folders (knsd/serve/addons); None: Lora/, ControlNet/, embeddings/ next to the model.
+    lora_dir: Path | None = None
+    controlnet_dir: Path | None = None
+    embeddings_dir: Path | None = None
+    lora_cache_mb: float = 1024.0  # parsed LoRA tensors kept in RAM (LRU)
+    lora_overlap_steps: int = 0  # SwiftDiffusion's hidden loading: an uncached LoRA may be <= K steps late

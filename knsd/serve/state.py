@@ -13,12 +13,15 @@ from typing import Any, TypeVar
 
 from knsd.errors import Unavailable
 from knsd.paths import cache_dir
+from knsd.serve.addons.setup import create_addons
 from knsd.serve.admission import Admission
 from knsd.serve.engine import Engine
 from knsd.serve.loader import LoadedModel, load_model
 from knsd.serve.metrics import ServeMetrics, create_metrics
 from knsd.serve.params import parse_txt2img
+from knsd.serve.request_policy import GENERATION_OPTIONS
 from knsd.serve.settings import ServeSettings
+from knsd.serve.styles import StyleDatabase, load_styles
 
 log = logging.getLogger("knsd.serve")
 T = TypeVar("T")
@@ -38,9 +41,13 @@ class ServerState:
     started: float = field(default_factory=time.monotonic)
     ready_after: float | None = None
     on_fatal: Callable[[str], None] | None = None
+    # A1111 settings that change generation, as set by POST /sdapi/v1/options (request_policy).
+    generation_options: dict[str, Any] = field(default_factory=lambda: dict(GENERATION_OPTIONS))
+    styles: StyleDatabase = field(init=False)
 
     def __post_init__(self) -> None:
         self.admission = Admission(self.settings.max_queue)
+        self.styles = load_styles(self.settings.styles_files)
         m = self.metrics
         m.queue_depth.set_function(lambda: self.admission.waiting)
         m.inflight.set_function(lambda: self.admission.running)
@@ -80,10 +87,14 @@ class ServerState:
             if model is None:
                 cache = s.cache or cache_dir()
                 model = await self.in_worker(
-                    lambda: load_model(s.model, Path(cache), s.device, s.dtype, s.model_config, s.compile)
+                    lambda: load_model(
+                        s.model, Path(cache), s.device, s.dtype, s.model_config, s.compile, s.quantize
+                    )
                 )
             self.metrics.model_load.set(model.load_seconds)
             engine = Engine(model, on_step=self.metrics.step_seconds.observe)
+            loaded = model
+            engine.addons = await self.in_worker(lambda: create_addons(loaded, s, self.metrics))
             if s.warmup:
                 warm = parse_txt2img(
                     {"prompt": "warm-up", "steps": 2, "width": 64, "height": 64, "seed": 0}, 1 << 30

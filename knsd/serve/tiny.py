@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from knsd.cachedir import cache_error
@@ -23,24 +24,39 @@ SEED = 20240611
 _SPECIAL = ("<|startoftext|>", "<|endoftext|>")
 
 
-def tiny_model_dir(cache: Path) -> Path:
-    """The folder the tiny model lives in under the knsd cache."""
-    return cache / "models" / TINY_VERSION
+def _builders() -> dict[str, tuple[str, Callable[[Path], None]]]:
+    """`--model` name -> (cache folder name, builder) for every embedded tiny model."""
+    from knsd.serve import tiny_sd3, tiny_sdxl
+
+    return {
+        "tiny": (TINY_VERSION, build_tiny_model),
+        "tiny-sdxl": (tiny_sdxl.VERSION, tiny_sdxl.build),
+        "tiny-sd3": (tiny_sd3.VERSION, tiny_sd3.build),
+    }
 
 
-def ensure_tiny_model(cache: Path) -> Path:
-    """Build the tiny model into the cache unless it is already there; return its folder."""
-    target = tiny_model_dir(cache)
+TINY_NAMES = ("tiny", "tiny-sdxl", "tiny-sd3")
+
+
+def tiny_model_dir(cache: Path, name: str = "tiny") -> Path:
+    """The folder a tiny model lives in under the knsd cache."""
+    return cache / "models" / _builders()[name][0]
+
+
+def ensure_tiny_model(cache: Path, name: str = "tiny") -> Path:
+    """Build a tiny model into the cache unless it is already there; return its folder."""
+    version, builder = _builders()[name]
+    target = cache / "models" / version
     if (target / "model_index.json").is_file():
         return target
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{TINY_VERSION}-", dir=target.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
     except OSError as exc:  # a read-only or full cache: say which folder
         raise cache_error(cache, exc) from None
     try:
         try:
-            build_tiny_model(staging)
+            builder(staging)
         except OSError as exc:  # a disk that fills up while the weights are saved
             raise cache_error(cache, exc) from None
         try:
@@ -68,8 +84,11 @@ def _byte_alphabet() -> list[str]:
     return [chr(c) for c in chars]
 
 
-def write_tokenizer_files(folder: Path) -> int:
-    """Write a byte-level CLIP BPE vocabulary (no merges) and return its size."""
+def write_tokenizer_files(folder: Path, pad: str = _SPECIAL[1]) -> int:
+    """Write a byte-level CLIP BPE vocabulary (no merges) and return its size.
+
+    `pad` is the padding token: CLIP-L pads with end-of-text, OpenCLIP towers (bigG) with "!" (id 0).
+    """
     alphabet = _byte_alphabet()
     vocab = [*alphabet, *(c + "</w>" for c in alphabet), *_SPECIAL]
     folder.mkdir(parents=True, exist_ok=True)
@@ -83,7 +102,7 @@ def write_tokenizer_files(folder: Path) -> int:
         "bos_token": _SPECIAL[0],
         "eos_token": _SPECIAL[1],
         "unk_token": _SPECIAL[1],
-        "pad_token": _SPECIAL[1],
+        "pad_token": pad,
     }
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     return len(vocab)

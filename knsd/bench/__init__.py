@@ -1,0 +1,1 @@
+"""`knsd bench`: load and generation timings of a model family on this machine."""

@@ -1,0 +1,66 @@
+"""What a request asks of the add-ons: `<lora:…>` tags from the prompt and ControlNet units (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from knsd.errors import InvalidField
+from knsd.serve.addons.units import ControlUnit, parse_units
+
+
+@dataclass(frozen=True, slots=True)
+class LoraTag:
+    """`<lora:name:te:unet:dyn>`; `alias` is the name as written (A1111 puts it in `Lora hashes`)."""
+
+    name: str
+    te: float
+    unet: float
+    dyn: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AddonRequest:
+    loras: tuple[LoraTag, ...] = ()
+    units: tuple[ControlUnit, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.loras or self.units)
+
+
+def _float(text: str, tag: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidField(
+            "prompt", "a number for a LoRA multiplier", text, f"{tag}: {text!r} is not a number"
+        ) from None
+
+
+def lora_tag(args: list[str]) -> LoraTag:
+    """A1111's `extra_networks_lora`: positional te, unet, dyn; named te=, unet=, dyn= override them."""
+    tag = "<lora:" + ":".join(args) + ">"
+    name = args[0].strip()
+    if not name:
+        raise InvalidField("prompt", "<lora:NAME:WEIGHT>", tag, f"{tag} has no LoRA name")
+    positional = [a for a in args[1:] if "=" not in a]
+    named = dict(a.split("=", 1) for a in args[1:] if "=" in a)
+    te = _float(named.get("te", positional[0] if positional else "1.0"), tag)
+    unet_text = named.get("unet", positional[1] if len(positional) > 1 else None)
+    unet = _float(unet_text, tag) if unet_text is not None else te
+    dyn_text = named.get("dyn", positional[2] if len(positional) > 2 else None)
+    dyn = None
+    if dyn_text is not None:
+        try:
+            dyn = int(dyn_text)
+        except ValueError:
+            raise InvalidField(
+                "prompt", "an integer for dyn", dyn_text, f"{tag}: dyn must be an integer"
+            ) from None
+    return LoraTag(name, te, unet, dyn if dyn else None)
+
+
+def parse_addons(body: dict[str, Any], networks: dict[str, list[list[str]]]) -> AddonRequest:
+    """LoRA tags (`lora` and its alias `lyco`, from `parse_extra_networks`) and the enabled ControlNet units."""
+    tags = [lora_tag(args) for kind in ("lora", "lyco") for args in networks.get(kind, [])]
+    return AddonRequest(tuple(tags), tuple(parse_units(body)))

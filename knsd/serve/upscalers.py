@@ -1,0 +1,57 @@
+"""A1111's image upscalers that need no weights (None, Lanczos, Nearest) and its latent upscale modes.
+
+Ported from AUTOMATIC1111/stable-diffusion-webui `modules/upscaler.py` (`Upscaler.upscale`,
+`UpscalerNone/Lanczos/Nearest`) and `modules/shared.py` (`latent_upscale_modes`). Model upscalers
+(ESRGAN, R-ESRGAN, SwinIR, ...) need weight files and a runtime knsd does not ship: they are never
+listed, and naming one is a 422 that lists these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from knsd.errors import InvalidField
+
+BUILTIN_UPSCALERS = ("None", "Lanczos", "Nearest")
+# A1111's latent modes, in its order (`shared.latent_upscale_modes`), for hires fix.
+LATENT_UPSCALE_MODES = (
+    "Latent",
+    "Latent (antialiased)",
+    "Latent (bicubic)",
+    "Latent (bicubic antialiased)",
+    "Latent (nearest)",
+    "Latent (nearest-exact)",
+)
+
+
+def upscaler_items() -> list[dict[str, Any]]:
+    """`/sdapi/v1/upscalers`: the built-ins have no model and scale 4, as in A1111."""
+    return [
+        {"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
+        for name in BUILTIN_UPSCALERS
+    ]
+
+
+def require_upscaler(field: str, name: Any) -> str:
+    """The upscaler name, or a 422 naming the field and the supported upscalers."""
+    if not isinstance(name, str) or name not in BUILTIN_UPSCALERS:
+        raise InvalidField(field, f"one of {', '.join(BUILTIN_UPSCALERS)}", name)
+    return name
+
+
+def upscale(image: Any, name: str, scale: float) -> Any:
+    """A1111's `Upscaler.upscale`: up to three passes of the upscaler, then Lanczos to a multiple of 8."""
+    from PIL import Image
+
+    dest_w = int((image.width * scale) // 8 * 8)
+    dest_h = int((image.height * scale) // 8 * 8)
+    resample = {"Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}.get(name)
+    for _ in range(3):
+        shape = (image.width, image.height)
+        if resample is not None:
+            image = image.resize((int(image.width * scale), int(image.height * scale)), resample=resample)
+        if shape == (image.width, image.height) or (image.width >= dest_w and image.height >= dest_h):
+            break
+    if (image.width, image.height) != (dest_w, dest_h):
+        image = image.resize((dest_w, dest_h), resample=Image.Resampling.LANCZOS)
+    return image
