@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from knsd.errors import UsageError
+from knsd.knative.webhook import check_service, schema_errors
 from knsd.render import render_service
 from knsd.spec import ServiceSpec
-from knsd.webhook import check_service, schema_errors
 from tests.local_helpers import knsd
 
 

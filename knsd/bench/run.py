@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from knsd.bench.random_model import FULL_SIZE, random_pipeline
-from knsd.bench.report import BenchResult
+from knsd.benchreport import BenchResult
 from knsd.errors import UsageError
 
 

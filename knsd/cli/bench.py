@@ -71,8 +71,8 @@ def bench(
             raise UsageError("--device", f"must be auto, cpu or cuda, got {device!r}")
         if dtype not in ("auto", "float16", "bfloat16", "float32"):
             raise UsageError("--dtype", f"must be auto, float16, bfloat16 or float32, got {dtype!r}")
-        from knsd.bench.report import to_json, to_text
         from knsd.bench.run import BenchSpec, run_bench
+        from knsd.benchreport import to_json, to_text
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         spec = BenchSpec(

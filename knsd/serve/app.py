@@ -14,9 +14,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from knsd.errors import KnsdError, Unavailable
-from knsd.serve import api_routes, openapi
+from knsd.serve import api_routes, openapi, webui
 from knsd.serve import routes as r
-from knsd.serve import webui
 from knsd.serve.addons import routes as addon_routes
 from knsd.serve.loader import LoadedModel
 from knsd.serve.middleware import AuthMiddleware, MetricsMiddleware

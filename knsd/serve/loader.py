@@ -222,7 +222,7 @@ def load_model(
     diffusers_logging.disable_progress_bar()  # per-component loading bars would flood pod logs
     from transformers.utils import logging as transformers_logging
 
-    transformers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # mypy misreads diffusers/transformers
     # A1111 hashes the whole file; do it on a second thread while the weights load (hashlib frees the GIL).
     hasher = ThreadPoolExecutor(1, "knsd-hash")
     try:

@@ -40,7 +40,7 @@ def clip_text_encoder(seed: int, vocab_size: int, hidden: int, projection: bool)
     )
     torch.manual_seed(seed)
     model = CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
-    return model.eval()
+    return model.eval()  # type: ignore[no-untyped-call]  # mypy misreads diffusers/transformers
 
 
 def vae(seed: int, latent_channels: int, **extra: Any) -> Any:
@@ -49,7 +49,7 @@ def vae(seed: int, latent_channels: int, **extra: Any) -> Any:
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    return AutoencoderKL(
+    return AutoencoderKL(  # type: ignore[attr-defined]  # mypy misreads diffusers/transformers
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,

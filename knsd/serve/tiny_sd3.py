@@ -58,9 +58,9 @@ def build(folder: Path) -> None:
     t5_config = T5Config(vocab_size=len(tokenizer_3), d_model=T5_WIDTH, d_ff=64, d_kv=8, num_layers=2,
                          num_heads=4, feed_forward_proj="gated-gelu", dropout_rate=0.0, is_encoder_decoder=False,
                          pad_token_id=0, eos_token_id=1)  # fmt: skip
-    text_encoder_3 = T5EncoderModel(t5_config).eval()
+    text_encoder_3 = T5EncoderModel(t5_config).eval()  # type: ignore[no-untyped-call]  # mypy misreads diffusers/transformers
     torch.manual_seed(SEED + 3)
-    transformer = SD3Transformer2DModel(
+    transformer = SD3Transformer2DModel(  # type: ignore[attr-defined]  # mypy misreads diffusers/transformers
         sample_size=128,  # 1024 px default
         patch_size=2,
         in_channels=16,
@@ -93,4 +93,4 @@ def build(folder: Path) -> None:
         text_encoder_3=text_encoder_3,
         tokenizer_3=tokenizer_3,
     )
-    pipe.save_pretrained(str(folder), safe_serialization=True)
+    pipe.save_pretrained(str(folder), safe_serialization=True)  # type: ignore[attr-defined]  # mypy misreads diffusers/transformers

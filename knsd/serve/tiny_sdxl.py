@@ -24,7 +24,7 @@ def build(folder: Path) -> None:
     text_encoder = tiny_parts.clip_text_encoder(SEED, vocab, HIDDEN_1, projection=False)
     text_encoder_2 = tiny_parts.clip_text_encoder(SEED + 1, vocab, HIDDEN_2, projection=True)
     torch.manual_seed(SEED + 2)
-    unet = UNet2DConditionModel(
+    unet = UNet2DConditionModel(  # type: ignore[attr-defined]  # mypy misreads diffusers/transformers
         sample_size=128,  # 1024 px default, like SDXL
         in_channels=4,
         out_channels=4,
@@ -60,4 +60,4 @@ def build(folder: Path) -> None:
         scheduler=scheduler,
         force_zeros_for_empty_prompt=True,
     )
-    pipe.save_pretrained(str(folder), safe_serialization=True)
+    pipe.save_pretrained(str(folder), safe_serialization=True)  # type: ignore[attr-defined]  # mypy misreads diffusers/transformers

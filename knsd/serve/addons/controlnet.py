@@ -112,7 +112,7 @@ def load_controlnet(path: Path, unet: Any) -> Any:
 
     try:
         if path.is_dir():
-            return ControlNetModel.from_pretrained(str(path), local_files_only=True)  # type: ignore[no-untyped-call]
+            return ControlNetModel.from_pretrained(str(path), local_files_only=True)
         state = read_state_dict(path)
         if "control_model.input_hint_block.0.weight" in state:
             return _from_ldm(path, state, unet)
