@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -219,15 +220,20 @@ def test_interrupt_stops_early(url: str) -> None:
             timeout=120,
         )
 
+    def steps_run() -> float:  # denoising steps the server has run, from its own metrics
+        text = httpx.get(url + "/metrics").text
+        return float(re.search(r"^knsd_denoising_step_seconds_count (\S+)$", text, re.M).group(1))
+
+    before = steps_run()
     worker = threading.Thread(target=generate)
-    started = time.monotonic()
     worker.start()
     while httpx.get(url + "/sdapi/v1/progress").json()["state"]["sampling_step"] < 2:
         time.sleep(0.02)
     assert httpx.post(url + "/sdapi/v1/interrupt").status_code == 200
     worker.join()
     assert result["r"].status_code == 200 and len(result["r"].json()["images"]) == 1
-    assert time.monotonic() - started < 5  # 150 steps at 512x512 take far longer
+    # Counted, not timed (a loaded machine stretches any time bound): far fewer than the 150 steps asked.
+    assert steps_run() - before < 75
 
 
 def test_metrics(url: str) -> None:
