@@ -33,11 +33,15 @@ class BenchSpec:
 
 
 def _random_model(spec: BenchSpec, target: str, torch_dtype: Any) -> Any:
+    from diffusers.utils import logging as diffusers_logging
+
     from knsd.serve.families.pipelines import folder_family
     from knsd.serve.families.standard import config_dir
     from knsd.serve.infotext import ModelInfo
     from knsd.serve.loader import LoadedModel, ModelSource, prepare_pipeline
 
+    diffusers_logging.set_verbosity_error()  # as `load_model` does: no safety-checker notice, no load bars
+    diffusers_logging.disable_progress_bar()
     variant = FULL_SIZE[spec.family]
     started = time.perf_counter()
     pipe = random_pipeline(variant, spec.cache, torch_dtype)
