@@ -30,8 +30,9 @@ def test_page_and_assets(url: str) -> None:
     assert page.status_code == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
     for element in IDS:
         assert f'id="{element}"' in page.text
-    # The page is told which API routes exist; this server has no Lora extension.
-    assert "/sdapi/v1/samplers" in page.text and "/sdapi/v1/loras" not in page.text
+    # The page is told which API routes exist (the LoRA list shows only where /sdapi/v1/loras does).
+    assert "/sdapi/v1/samplers" in page.text and "/sdapi/v1/loras" in page.text
+    assert "/sdapi/v1/txt2img" not in page.text  # only GET routes are listed
     assert "{{" not in page.text
     assert "http://" not in page.text and "https://" not in page.text  # nothing from outside the server
     script = httpx.get(url + "/ui/app.js", auth=auth)

@@ -9,9 +9,6 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from knsd.serve.app import create_app
 from knsd.serve.settings import ServeSettings
@@ -49,7 +46,9 @@ def test_generate_shows_progress_and_gallery(browser: Any, url: str, tmp_path: P
     page = w.page
     # The sampler list comes from the server's /sdapi/v1/samplers.
     assert page.locator("#sampler option").count() > 5
-    assert page.locator("#loras-panel").is_hidden()  # this server has no /sdapi/v1/loras
+    # The tiny model comes with a tiny LoRA in its Lora/ folder, listed from /sdapi/v1/loras.
+    page.wait_for_selector("#loras-panel:not([hidden])")
+    assert page.locator("#loras button:has-text('tiny-lora')").count() == 1
     page.fill("#prompt", "a pretty dog in a meadow")
     page.fill("#negative-prompt", "blurry")
     page.fill("#steps", "40")
@@ -150,19 +149,18 @@ def test_basic_auth_prompt(tiny_model: Any, cache: Path, browser: Any) -> None:
         page.context.close()
 
 
-async def _loras(request: Request) -> JSONResponse:
-    return JSONResponse([{"name": "tiny-lora", "alias": "tiny-lora", "path": "/x", "metadata": {}}])
-
-
-def test_lora_list_when_the_server_has_one(tiny_model: Any, cache: Path, browser: Any) -> None:
-    app = create_app(ServeSettings(cache=cache), model=tiny_model)
-    app.router.routes.append(Route("/sdapi/v1/loras", _loras, methods=["GET"]))
-    with running(app, "/readyz") as base:
-        w = open_page(browser, base + "/")
-        page = w.page
-        page.wait_for_selector("#loras-panel:not([hidden])")
-        page.fill("#prompt", "a dog")
-        page.click("#loras button:has-text('tiny-lora')")
-        assert page.input_value("#prompt") == "a dog <lora:tiny-lora:1>"
-        assert w.errors == []
-        page.context.close()
+def test_lora_list_adds_a_tag_that_generates(browser: Any, url: str) -> None:
+    w = open_page(browser, url)
+    page = w.page
+    page.wait_for_selector("#loras-panel:not([hidden])")
+    page.fill("#prompt", "a dog")
+    page.click("#loras button:has-text('tiny-lora')")
+    assert page.input_value("#prompt") == "a dog <lora:tiny-lora:1>"
+    page.fill("#steps", "2")
+    page.fill("#width", "64")
+    page.fill("#height", "64")
+    page.click("#generate")
+    page.wait_for_selector("#gallery img", timeout=LONG)
+    assert "Lora hashes" in page.locator("#gallery .infotext").first.inner_text()
+    assert w.errors == []
+    page.context.close()

@@ -12,6 +12,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from knsd.serve.openapi import doc
+from knsd.serve.schemas import string
 from knsd.webassets import HEADERS, assets, not_found
 
 PACKAGE = "knsd.serve"
@@ -33,6 +35,12 @@ def api_routes(request: Request) -> list[str]:
     )
 
 
+@doc(
+    "The generator page (txt2img and img2img in a browser)",
+    response=string(),
+    media_type="text/html",
+    tag="ui",
+)
 async def index(request: Request) -> Response:
     """`GET /`: the txt2img / img2img page."""
     page = assets(PACKAGE)["index.html"].body.decode()
@@ -40,6 +48,13 @@ async def index(request: Request) -> Response:
     return Response(page, media_type="text/html; charset=utf-8", headers=HEADERS)
 
 
+@doc(
+    "The generator page's script, styles and icon",
+    response=string(),
+    media_type="text/plain",
+    errors=(404,),
+    tag="ui",
+)
 async def asset(request: Request) -> Response:
     """`GET /ui/{name}`: the page's script, styles and icon."""
     return _file(request.path_params["name"])
