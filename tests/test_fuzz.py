@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import signal
 import time
@@ -128,6 +129,15 @@ def _with_image(body: Any) -> Any:
     return out
 
 
+def _json_body(body: Any) -> dict[str, Any]:
+    """Request kwargs for a JSON body, written ASCII-only so lone surrogates travel as \\udXXXX escapes.
+
+    httpx's own `json=` encodes the text as UTF-8, which raises on a lone surrogate before anything is sent.
+    """
+    content = json.dumps(body, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode("ascii")
+    return {"content": content, "headers": {"Content-Type": "application/json"}}
+
+
 def _under(prefix: str) -> Callable[[str], str]:
     return lambda text: prefix + quote(text, safe="")
 
@@ -151,7 +161,7 @@ def _operations(spec: dict[str, Any]) -> list[tuple[str, str, Any]]:
                 valid = from_schema(schema).map(_cap)
                 bodies = st.one_of(valid, valid.map(_with_image), JSON.map(_cap))
                 raw = st.binary(max_size=64).map(lambda b: {"content": b})
-                kwargs = st.one_of(bodies.map(lambda b: {"json": b}), raw)
+                kwargs = st.one_of(bodies.map(_json_body), raw)
             ops.append((method.upper(), path, st.tuples(path_s, kwargs)))
     return ops
 

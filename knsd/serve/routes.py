@@ -68,10 +68,40 @@ async def read_json(request: Request, limit: int) -> Any:
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError as exc:
+            try:
+                where = _surrogate_path(value)
+            except RecursionError:  # nesting json.loads accepted but too deep to walk again: say less
+                where = None
             raise BadRequest(
                 "request body contains a lone UTF-16 surrogate escape (\\ud800-\\udfff)"
+                + (f" in {where}" if where else "")
             ) from exc
     return value
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def _surrogate_path(value: Any, path: str = "") -> str | None:
+    """Where the first lone surrogate sits ("prompt", "styles[1]", "override_settings.<key>"), ASCII-safe."""
+    if isinstance(value, str):
+        return (path or "body") if _has_surrogate(value) else None
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _surrogate_path(item, f"{path}[{i}]")
+            if found:
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = ascii(key)[1:-1] if isinstance(key, str) else str(key)
+            here = f"{path}.{name}" if path else name
+            if isinstance(key, str) and _has_surrogate(key):
+                return f"the key {here}"
+            found = _surrogate_path(item, here)
+            if found:
+                return found
+    return None
 
 
 async def _generate(request: Request, req: GenerationRequest, job: str) -> list[str]:
