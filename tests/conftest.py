@@ -41,7 +41,21 @@ def _share_tiny_model(shared: Path, cache: Path) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_model(cache: Path) -> Iterator[object]:
-    """The tiny model, loaded once through the same code path as a real checkpoint."""
+    """The tiny model, loaded once through the same code path as a real checkpoint.
+
+    Servers are built on it, and a server's add-ons change it: the tiny embedding's tokens are added to its
+    tokenizer and its text encoder's token table grows (514 -> 516 rows). Tests that need the model exactly
+    as built (to write a checkpoint of it) use `pristine_tiny_model`.
+    """
+    from knsd.serve.loader import load_model
+
+    yield load_model("tiny", cache, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def pristine_tiny_model(cache: Path) -> Iterator[object]:
+    """A second load of the tiny model that is never handed to a server (nor given add-ons), so it stays
+    as built whatever ran before in this process; don't pass it to `create_app` or `AddOns`."""
     from knsd.serve.loader import load_model
 
     yield load_model("tiny", cache, device="cpu")

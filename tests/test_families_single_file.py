@@ -39,11 +39,11 @@ def test_single_file_loads_offline_and_matches_the_folder(name: str, cache: Path
     assert np.array_equal(_pixels(single), _pixels(folder))
 
 
-def test_ckpt_is_read_weights_only(tiny_model: Any, cache: Path, tmp_path: Path) -> None:
+def test_ckpt_is_read_weights_only(pristine_tiny_model: Any, cache: Path, tmp_path: Path) -> None:
     path = tmp_path / "model.ckpt"
-    torch.save({"state_dict": pipeline_to_ldm(tiny_model.txt2img), "global_step": 470000}, path)
+    torch.save({"state_dict": pipeline_to_ldm(pristine_tiny_model.txt2img), "global_step": 470000}, path)
     model = load_model(str(path), cache, device="cpu")
-    assert model.family.name == "sd1" and np.array_equal(_pixels(model), _pixels(tiny_model))
+    assert model.family.name == "sd1" and np.array_equal(_pixels(model), _pixels(pristine_tiny_model))
 
 
 class _Exploit:

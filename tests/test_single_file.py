@@ -23,11 +23,12 @@ REQUEST = {"prompt": "pretty dog", "width": 64, "height": 64, "steps": 4, "seed"
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model written in the original (LDM) single-file layout, as SD 1.5 ships."""
+def checkpoint(pristine_tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model written in the original (LDM) single-file layout, as SD 1.5 ships (from the model as
+    built: the shared `tiny_model` may carry a server's embedding tokens)."""
     volume = tmp_path_factory.mktemp("models")
     path = volume / "v1-5-tiny-emaonly.safetensors"
-    save_file(pipeline_to_ldm(tiny_model.txt2img), str(path))
+    save_file(pipeline_to_ldm(pristine_tiny_model.txt2img), str(path))
     return path
 
 
@@ -39,16 +40,16 @@ def _generate(url: str) -> np.ndarray:
 
 @pytest.mark.parametrize("as_volume", [False, True], ids=["file", "volume"])
 def test_single_file_serves_the_same_pixels(
-    tiny_model, cache: Path, checkpoint: Path, tmp_path: Path, as_volume: bool
+    pristine_tiny_model, cache: Path, checkpoint: Path, tmp_path: Path, as_volume: bool
 ) -> None:
     model = checkpoint.parent if as_volume else checkpoint
-    proc, url = start_serve(cache, "--model", str(model), "--model-config", str(tiny_model.source.path),
+    proc, url = start_serve(cache, "--model", str(model), "--model-config", str(pristine_tiny_model.source.path),
                             log=tmp_path / "serve.log")  # fmt: skip
     try:
         wait_for(url + "/readyz", 120)
         models = httpx.get(url + "/sdapi/v1/sd-models").json()
         assert models[0]["model_name"] == "v1-5-tiny-emaonly" and models[0]["filename"] == str(checkpoint)
-        expected = np.asarray(Engine(tiny_model).generate(parse_txt2img(REQUEST, 1 << 30))[0])
+        expected = np.asarray(Engine(pristine_tiny_model).generate(parse_txt2img(REQUEST, 1 << 30))[0])
         assert np.array_equal(_generate(url), expected)
     finally:
         proc.kill()

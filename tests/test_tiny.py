@@ -3,23 +3,66 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
+import torch
+
+from knsd.serve.addons.files import Folders
+from knsd.serve.addons.tiny import ensure_tiny_addons
 from knsd.serve.tiny import build_tiny_model, ensure_tiny_model
 
 
-def _digest(folder: Path) -> dict[str, str]:
+def _digest(folder: Path, only: set[str] | None = None) -> dict[str, str]:
+    """sha256 of the safetensors files under `folder` (only under its top-level folders `only`, if given)."""
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*.safetensors"))
+        if only is None or p.relative_to(folder).parts[0] in only
     }
+
+
+def _components(folder: Path) -> set[str]:
+    """The pipeline's component folders (model_index.json), not the add-on folders a server writes next to
+    them (`Lora/`, `ControlNet/`, `embeddings/`: the tiny add-ons of `knsd serve --model tiny`)."""
+    return {k for k in json.loads((folder / "model_index.json").read_text()) if not k.startswith("_")}
 
 
 def test_build_is_deterministic(tmp_path: Path, cache: Path) -> None:
     build_tiny_model(tmp_path / "again")
     reference = ensure_tiny_model(cache)
-    assert _digest(tmp_path / "again") == _digest(reference)
-    assert len(_digest(reference)) == 3  # unet, vae, text encoder
+    # The whole fresh build against the model files of the cached one (which may hold add-ons by now).
+    assert _digest(tmp_path / "again") == _digest(reference, _components(reference))
+    assert len(_digest(reference, _components(reference))) == 3  # unet, vae, text encoder
+
+
+def _contents(folder: Path) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
+    """Metadata and per-tensor sha256 of each safetensors file: its bytes are not comparable, as safetensors
+    writes the `__metadata__` entries in a random (hash map) order."""
+    from safetensors import safe_open
+
+    out: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+    for path in sorted(folder.rglob("*.safetensors")):
+        with safe_open(str(path), "pt") as fh:
+            names = fh.keys()  # a safe_open handle is not iterable
+            tensors = {k: hashlib.sha256(fh.get_tensor(k).numpy().tobytes()).hexdigest() for k in names}
+            out[str(path.relative_to(folder))] = (fh.metadata() or {}, tensors)
+    return out
+
+
+def test_tiny_addons_are_deterministic(pristine_tiny_model: Any, tmp_path: Path) -> None:
+    """The tiny add-ons (a separate build, from the loaded model) come out the same every time."""
+    contents: list[dict[str, tuple[dict[str, str], dict[str, str]]]] = []
+    for run in ("a", "b"):
+        torch.manual_seed(len(contents))  # the global generator must not matter
+        ensure_tiny_addons(Folders(*(tmp_path / run / k for k in ("Lora", "ControlNet", "embeddings"))),
+                           pristine_tiny_model.txt2img)  # fmt: skip
+        contents.append(_contents(tmp_path / run))
+    assert contents[0] == contents[1]
+    assert sorted(contents[0]) == [
+        "ControlNet/tiny-canny.safetensors", "Lora/tiny-lora.safetensors", "embeddings/tiny-emb.safetensors"
+    ]  # fmt: skip
 
 
 def test_structure_is_stable_diffusion_1(tiny_model) -> None:
