@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from knsd.errors import KnsdError
@@ -47,3 +50,31 @@ def check_writable(path: Path) -> None:
     finally:
         with contextlib.suppress(OSError):
             probe.unlink(missing_ok=True)
+
+
+def build_once(target: Path, build: Callable[[Path], None], cache: Path) -> Path:
+    """Build a folder into the cache unless it is there (it has a model_index.json); return it.
+
+    The build goes to a staging folder beside `target` and is renamed into place: a concurrent builder
+    either wins or finds it done. A full or read-only cache is a CacheError naming `cache`.
+    """
+    if (target / "model_index.json").is_file():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    except OSError as exc:
+        raise cache_error(cache, exc) from None
+    try:
+        try:
+            build(staging)
+        except OSError as exc:  # a disk that fills up while the files are written
+            raise cache_error(cache, exc) from None
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not (target / "model_index.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

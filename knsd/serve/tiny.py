@@ -10,13 +10,11 @@ loaded from there like any real checkpoint.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from knsd.cachedir import cache_error
+from knsd.cachedir import build_once
 
 # Bump when the architecture or the build changes: a new folder is built next to the old one.
 TINY_VERSION = "tiny-sd-v1"
@@ -46,27 +44,7 @@ def tiny_model_dir(cache: Path, name: str = "tiny") -> Path:
 def ensure_tiny_model(cache: Path, name: str = "tiny") -> Path:
     """Build a tiny model into the cache unless it is already there; return its folder."""
     version, builder = _builders()[name]
-    target = cache / "models" / version
-    if (target / "model_index.json").is_file():
-        return target
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
-    except OSError as exc:  # a read-only or full cache: say which folder
-        raise cache_error(cache, exc) from None
-    try:
-        try:
-            builder(staging)
-        except OSError as exc:  # a disk that fills up while the weights are saved
-            raise cache_error(cache, exc) from None
-        try:
-            os.rename(staging, target)  # atomic: a concurrent builder either wins or finds it done
-        except OSError:
-            if not (target / "model_index.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return build_once(cache / "models" / version, builder, cache)
 
 
 def _byte_alphabet() -> list[str]:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 
+from knsd.cachedir import build_once
 from knsd.serve.tiny import _byte_alphabet
 
 VARIANTS = ("sd15", "sd21-v", "sd21-base", "sdxl-base", "sd35-medium", "sd35-large")
@@ -67,19 +66,9 @@ def _fingerprint(variant: str) -> str:
 
 def config_dir(variant: str, cache: Path) -> Path:
     """A complete diffusers config folder (no weights) for a standard architecture, built once in the cache."""
-    target = cache / "configs" / f"{variant}-{_fingerprint(variant)}"
-    if (target / "model_index.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{variant}-", dir=target.parent))
-    try:
+
+    def build(staging: Path) -> None:
         shutil.copytree(_data() / "models" / variant, staging, dirs_exist_ok=True)
         _write_tokenizers(staging)
-        try:
-            os.rename(staging, target)  # atomic: a concurrent builder either wins or finds it done
-        except OSError:
-            if not (target / "model_index.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    return build_once(cache / "configs" / f"{variant}-{_fingerprint(variant)}", build, cache)
