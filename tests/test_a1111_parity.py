@@ -169,7 +169,15 @@ def test_schedule_switches_at_a1111s_step(engine: Engine) -> None:
 def test_hires_upscalers_are_the_listed_ones() -> None:
     from knsd.serve import hires, upscalers
 
-    assert tuple(hires.LATENT_UPSCALE_MODES) == upscalers.LATENT_UPSCALE_MODES
+    assert hires.LATENT_UPSCALE_MODES is upscalers.LATENT_UPSCALE_MODES  # one table: listed = accepted
+    assert list(upscalers.LATENT_UPSCALE_MODES) == [  # A1111's shared.latent_upscale_modes, in its order
+        "Latent",
+        "Latent (antialiased)",
+        "Latent (bicubic)",
+        "Latent (bicubic antialiased)",
+        "Latent (nearest)",
+        "Latent (nearest-exact)",
+    ]
     assert hires.IMAGE_UPSCALERS == upscalers.BUILTIN_UPSCALERS
 
 

@@ -9,17 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from knsd.serve.upscalers import BUILTIN_UPSCALERS
+from knsd.serve.upscalers import BUILTIN_UPSCALERS, LATENT_UPSCALE_MODES
 
-# Latent upscaler name -> (torch interpolate mode, antialias); `hr_upscaler: null` means "Latent".
-LATENT_UPSCALE_MODES: dict[str, tuple[str, bool]] = {
-    "Latent": ("bilinear", False),
-    "Latent (antialiased)": ("bilinear", True),
-    "Latent (bicubic)": ("bicubic", False),
-    "Latent (bicubic antialiased)": ("bicubic", True),
-    "Latent (nearest)": ("nearest", False),
-    "Latent (nearest-exact)": ("nearest-exact", False),
-}
+# `hr_upscaler: null` means "Latent" (the first of LATENT_UPSCALE_MODES).
 # Image-space upscalers that need no model weights (A1111's built-ins, listed by /sdapi/v1/upscalers).
 IMAGE_UPSCALERS = BUILTIN_UPSCALERS
 OPT_F = 8  # pixels per latent cell

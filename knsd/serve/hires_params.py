@@ -6,8 +6,9 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from knsd.errors import InvalidField
-from knsd.serve.hires import IMAGE_UPSCALERS, LATENT_UPSCALE_MODES, OPT_F, HiresSpec, target_size
+from knsd.serve.hires import IMAGE_UPSCALERS, OPT_F, HiresSpec, target_size
 from knsd.serve.samplers import resolve_sampler
+from knsd.serve.upscalers import LATENT_UPSCALE_MODES
 
 if TYPE_CHECKING:
     from knsd.serve.params import GenerationRequest

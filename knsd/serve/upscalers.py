@@ -13,15 +13,16 @@ from typing import Any
 from knsd.errors import InvalidField
 
 BUILTIN_UPSCALERS = ("None", "Lanczos", "Nearest")
-# A1111's latent modes, in its order (`shared.latent_upscale_modes`), for hires fix.
-LATENT_UPSCALE_MODES = (
-    "Latent",
-    "Latent (antialiased)",
-    "Latent (bicubic)",
-    "Latent (bicubic antialiased)",
-    "Latent (nearest)",
-    "Latent (nearest-exact)",
-)
+# A1111's latent modes for hires fix, in its order (`shared.latent_upscale_modes`): name -> (torch
+# interpolate mode, antialias). `/sdapi/v1/latent-upscale-modes` lists the names; hires.py upscales with them.
+LATENT_UPSCALE_MODES: dict[str, tuple[str, bool]] = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
 
 
 def upscaler_items() -> list[dict[str, Any]]:
