@@ -44,12 +44,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9, help="interleaved pairs per ratio (median)")
     args = parser.parse_args()
 
-    from knsd.serve.conditioning import PromptOptions
-    from knsd.serve.engine import Engine
-    from knsd.serve.guidance import encode_schedule
-    from knsd.serve.loader import load_model
-    from knsd.serve.params import parse_img2img, parse_txt2img
-    from knsd.serve.prompts import parse_prompt_attention
+    from knsd.serve.api.request import parse_img2img, parse_txt2img
+    from knsd.serve.generate.engine import Engine
+    from knsd.serve.models.loader import load_model
+    from knsd.serve.prompts.conditioning import PromptOptions
+    from knsd.serve.prompts.guidance import encode_schedule
+    from knsd.serve.prompts.parser import parse_prompt_attention
 
     with tempfile.TemporaryDirectory(prefix="knsd-bench-a1111-") as tmp:
         engine = Engine(load_model("tiny", Path(tmp), device="cpu"))
@@ -88,7 +88,7 @@ def main() -> None:
 
         hires = parse_txt2img(HIRES, 1 << 30)
         first = parse_txt2img(FIRST, 1 << 30)
-        [image] = engine.generate(first)
+        [image] = engine.generate(first).images
         # The second pass alone: img2img at the hires size running the same number of steps.
         assert hires.hires is not None
         w, h = hires.hires.output_size

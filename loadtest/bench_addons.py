@@ -33,7 +33,7 @@ def _timed(fn: Any) -> float:
 
 def _engine(model: Any, cache: Path, overlap: int, lora_dir: Path) -> Any:
     from knsd.serve.addons.setup import create_addons
-    from knsd.serve.engine import Engine
+    from knsd.serve.generate.engine import Engine
     from knsd.serve.settings import ServeSettings
 
     engine = Engine(model)
@@ -123,7 +123,7 @@ def _psnr(a: Any, b: Any) -> float:
 
 def request_ratios(exact: Any, overlap: Any, body: dict[str, Any], repeats: int) -> dict[str, float]:
     """(2) and (3): uncached-LoRA request latency over a plain request, exact and overlapped."""
-    from knsd.serve.params import parse_txt2img
+    from knsd.serve.api.request import parse_txt2img
 
     plain = parse_txt2img(body, 1 << 30)
     lora = parse_txt2img({**body, "prompt": body["prompt"] + " <lora:bench-lora:1>"}, 1 << 30)
@@ -134,10 +134,10 @@ def request_ratios(exact: Any, overlap: Any, body: dict[str, Any], repeats: int)
         _forget(overlap)
         t_plain = _timed(lambda: exact.generate(plain))
         started = time.perf_counter()
-        exact_image = exact.generate(lora)[0]
+        exact_image = exact.generate(lora).images[0]
         t_exact = time.perf_counter() - started
         started = time.perf_counter()
-        overlap_image = overlap.generate(lora)[0]
+        overlap_image = overlap.generate(lora).images[0]
         t_overlap = time.perf_counter() - started
         late = list(overlap.addons.last_late_steps)
         rows.append((t_plain, t_exact, t_overlap, _psnr(_pixels(exact_image), _pixels(overlap_image)), late))
@@ -169,7 +169,7 @@ def controlnet_ratio(engine: Any, body: dict[str, Any], repeats: int) -> dict[st
     import numpy as np
     from PIL import Image
 
-    from knsd.serve.params import parse_txt2img
+    from knsd.serve.api.request import parse_txt2img
 
     side = body["width"]
     grid = (np.indices((side, side)).sum(0) // 16 % 2 * 255).astype(np.uint8)
@@ -213,7 +213,7 @@ def main() -> None:
 
     from diffusers.utils import logging as diffusers_logging
 
-    from knsd.serve.loader import load_model
+    from knsd.serve.models.loader import load_model
 
     diffusers_logging.set_verbosity_error()
     with tempfile.TemporaryDirectory(prefix="knsd-bench-addons-") as tmp:

@@ -40,7 +40,7 @@ LOAD = """
 import sys, time
 from pathlib import Path
 t0 = time.perf_counter()
-from knsd.serve.loader import load_model
+from knsd.serve.models.loader import load_model
 model = load_model(sys.argv[1], Path(sys.argv[2]), device="cpu", dtype=sys.argv[3])
 print(time.perf_counter() - t0)
 """
@@ -94,15 +94,15 @@ def _bench(model: str, quantize: str, cache: Path, runs: int) -> dict[str, float
 def _psnr_and_weights(model: str, cache: Path) -> tuple[float, float]:
     import numpy as np
 
-    from knsd.serve.engine import Engine
-    from knsd.serve.loader import load_model
-    from knsd.serve.params import parse_txt2img
+    from knsd.serve.api.request import parse_txt2img
+    from knsd.serve.generate.engine import Engine
+    from knsd.serve.models.loader import load_model
 
     req = parse_txt2img({"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 8, "seed": 3}, 1 << 30)
     images, sizes = [], []
     for quantize in ("none", "int8"):
         loaded = load_model(model, cache, device="cpu", quantize=quantize)
-        images.append(np.asarray(Engine(loaded).generate(req)[0]).astype(np.float64))
+        images.append(np.asarray(Engine(loaded).generate(req).images[0]).astype(np.float64))
         sizes.append(sum(_nbytes(t) for t in loaded.denoiser.state_dict().values()))
     mse = float(((images[0] - images[1]) ** 2).mean())
     return (float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)), sizes[1] / sizes[0]

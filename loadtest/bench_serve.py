@@ -47,9 +47,9 @@ class InProcess:
     """The engine the server uses, loaded and run on a worker thread exactly as the server does."""
 
     def __init__(self, cache: Path) -> None:
-        from knsd.serve.engine import Engine
-        from knsd.serve.loader import load_model
-        from knsd.serve.params import parse_txt2img
+        from knsd.serve.api.request import parse_txt2img
+        from knsd.serve.generate.engine import Engine
+        from knsd.serve.models.loader import load_model
 
         self.pool = ThreadPoolExecutor(1)
         self.engine = self.pool.submit(lambda: Engine(load_model("tiny", cache, device="cpu"))).result()
@@ -140,7 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="knsd-bench-") as tmp:
         cache = Path(tmp)
-        from knsd.serve.tiny import ensure_tiny_model
+        from knsd.serve.models.tiny import ensure_tiny_model
 
         model_dir = ensure_tiny_model(cache)
         floor = cold_start_floor(cache, model_dir, args.cold_runs)

@@ -10,10 +10,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from knsd.knative.config import AutoscalerConfig  # noqa: E402
+from knsd.service.spec import ServiceSpec  # noqa: E402
 from knsd.simulate.dist import parse_distribution  # noqa: E402
-from knsd.simulate.engine import Simulation  # noqa: E402
+from knsd.simulate.simulation import Simulation  # noqa: E402
 from knsd.simulate.workload import poisson  # noqa: E402
-from knsd.spec import ServiceSpec  # noqa: E402
 
 
 def main() -> None:

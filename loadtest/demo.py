@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from knsd.paths import cache_dir
+from knsd.cache import cache_dir
 
 NAME = "sd-demo"
 ADDRESS = os.environ.get("KNSD_DEMO_ADDRESS", "127.0.0.1:8080")

@@ -28,7 +28,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _share_tiny_model(shared: Path, cache: Path) -> None:
     """Parallel workers: build the tiny model once for the run (the first worker, under a lock) and link it
     into each worker's cache, rather than once per worker, and by every pod at once in local-runtime tests."""
-    from knsd.serve.tiny import ensure_tiny_model, tiny_model_dir
+    from knsd.serve.models.tiny import ensure_tiny_model, tiny_model_dir
 
     shared.mkdir(exist_ok=True)
     with open(shared / ".lock", "w") as lock:
@@ -47,7 +47,7 @@ def tiny_model(cache: Path) -> Iterator[object]:
     tokenizer and its text encoder's token table grows (514 -> 516 rows). Tests that need the model exactly
     as built (to write a checkpoint of it) use `pristine_tiny_model`.
     """
-    from knsd.serve.loader import load_model
+    from knsd.serve.models.loader import load_model
 
     yield load_model("tiny", cache, device="cpu")
 
@@ -56,6 +56,6 @@ def tiny_model(cache: Path) -> Iterator[object]:
 def pristine_tiny_model(cache: Path) -> Iterator[object]:
     """A second load of the tiny model that is never handed to a server (nor given add-ons), so it stays
     as built whatever ran before in this process; don't pass it to `create_app` or `AddOns`."""
-    from knsd.serve.loader import load_model
+    from knsd.serve.models.loader import load_model
 
     yield load_model("tiny", cache, device="cpu")

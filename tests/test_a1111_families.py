@@ -11,23 +11,23 @@ import pytest
 import torch
 
 from knsd.errors import InvalidField
-from knsd.serve.conditioning import PromptOptions, encode_texts
-from knsd.serve.engine import Engine
-from knsd.serve.params import parse_txt2img
+from knsd.serve.api.request import parse_txt2img
+from knsd.serve.generate.engine import Engine
+from knsd.serve.prompts.conditioning import PromptOptions, encode_texts
 
 BUDGET = 1 << 30
 
 
 @pytest.fixture(scope="module")
 def sdxl(cache: Path) -> Iterator[Any]:
-    from knsd.serve.loader import load_model
+    from knsd.serve.models.loader import load_model
 
     yield load_model("tiny-sdxl", cache, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def sd3(cache: Path) -> Iterator[Any]:
-    from knsd.serve.loader import load_model
+    from knsd.serve.models.loader import load_model
 
     yield load_model("tiny-sd3", cache, device="cpu")
 
@@ -58,7 +58,7 @@ def test_sdxl_generates_with_emphasis_long_prompts_and_hires(sdxl: Any) -> None:
         "hr_scale": 1.5,
         "denoising_strength": 0.5,
     }
-    [image] = engine.generate(parse_txt2img(body, BUDGET))
+    [image] = engine.generate(parse_txt2img(body, BUDGET)).images
     assert image.size == (96, 96)
 
 
@@ -86,5 +86,5 @@ def test_sd3_refuses_syntax_it_would_read_as_text(sd3: Any) -> None:
         "hr_upscaler": "Lanczos",
         "denoising_strength": 0.5,
     }
-    [image] = engine.generate(parse_txt2img({**body, "subseed_strength": 0.3}, BUDGET))
+    [image] = engine.generate(parse_txt2img({**body, "subseed_strength": 0.3}, BUDGET)).images
     assert image.size == (128, 128)

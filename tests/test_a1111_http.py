@@ -12,7 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from knsd.serve.app import create_app
+from knsd.serve.http.app import create_app
 from knsd.serve.settings import ServeSettings
 from tests.helpers import running
 

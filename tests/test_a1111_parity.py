@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from knsd.errors import InvalidField
-from knsd.serve.engine import Engine
-from knsd.serve.infotext import ModelInfo, info, infotext
-from knsd.serve.params import parse_img2img, parse_txt2img
+from knsd.serve.api.infotext import ModelInfo, info, infotext
+from knsd.serve.api.request import parse_img2img, parse_txt2img
+from knsd.serve.generate.engine import Engine
 
 BASE = {"prompt": "a red cat", "width": 64, "height": 64, "steps": 3, "seed": 11}
 BUDGET = 1 << 30
@@ -22,13 +22,13 @@ def engine(tiny_model: Any) -> Engine:
 
 
 def _run(engine: Engine, **fields: Any) -> np.ndarray:
-    [image] = engine.generate(parse_txt2img({**BASE, **fields}, BUDGET))
+    [image] = engine.generate(parse_txt2img({**BASE, **fields}, BUDGET)).images
     return np.asarray(image, dtype=np.int16)
 
 
 def test_hires_fix_doubles_the_size_and_writes_its_infotext(engine: Engine) -> None:
     req = parse_txt2img({**BASE, "enable_hr": True, "hr_scale": 2, "denoising_strength": 0.5}, BUDGET)
-    [image] = engine.generate(req)
+    [image] = engine.generate(req).images
     assert image.size == (128, 128)
     text = infotext(req, req.seed, ModelInfo("tiny", "abc"))
     assert "Size: 64x64" in text and "Denoising strength: 0.5" in text and "Hires upscale: 2.0" in text
@@ -40,7 +40,7 @@ def test_hires_fix_doubles_the_size_and_writes_its_infotext(engine: Engine) -> N
 def test_hires_upscalers(engine: Engine, upscaler: str) -> None:
     body = {**BASE, "enable_hr": True, "hr_upscaler": upscaler, "hr_resize_x": 96, "hr_resize_y": 80}
     req = parse_txt2img(body, BUDGET)
-    [image] = engine.generate(req)
+    [image] = engine.generate(req).images
     # cover 96x80 from 64x64 (96x96), then crop in latent space to 96x80
     assert image.size == (96, 80)
     assert f"Hires upscaler: {upscaler}" in infotext(req, 1, ModelInfo("t", "h"))
@@ -146,7 +146,7 @@ def test_schedule_switches_at_a1111s_step(engine: Engine) -> None:
     unet = engine.model.txt2img.unet
     towers = engine.towers()
     assert towers is not None
-    from knsd.serve.conditioning import PromptOptions, encode_texts
+    from knsd.serve.prompts.conditioning import PromptOptions, encode_texts
 
     a = encode_texts(towers, ["a red cat", "a blue dog"], PromptOptions()).hidden[0]
     seen: list[torch.Tensor] = []
@@ -167,7 +167,7 @@ def test_schedule_switches_at_a1111s_step(engine: Engine) -> None:
 
 
 def test_hires_upscalers_are_the_listed_ones() -> None:
-    from knsd.serve import hires, upscalers
+    from knsd.serve.api import hires, upscalers
 
     assert hires.LATENT_UPSCALE_MODES is upscalers.LATENT_UPSCALE_MODES  # one table: listed = accepted
     assert list(upscalers.LATENT_UPSCALE_MODES) == [  # A1111's shared.latent_upscale_modes, in its order
@@ -192,7 +192,7 @@ def test_img2img_variation_seeds(engine: Engine) -> None:
     body = {**BASE, "init_images": [base64.b64encode(buffer.getvalue()).decode()], "denoising_strength": 0.8}
 
     def run(**fields: Any) -> np.ndarray:
-        [image] = engine.generate(parse_img2img({**body, **fields}, BUDGET))
+        [image] = engine.generate(parse_img2img({**body, **fields}, BUDGET)).images
         return np.asarray(image, dtype=np.int16)
 
     plain = run()

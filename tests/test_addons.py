@@ -166,7 +166,7 @@ def test_addnet_hash_ignores_metadata(tiny_model: Any, tmp_path: Path) -> None:
 
 def _engine(model: Any, cache: Path, overlap: int) -> Any:
     from knsd.serve.addons.setup import create_addons
-    from knsd.serve.engine import Engine
+    from knsd.serve.generate.engine import Engine
     from knsd.serve.settings import ServeSettings
 
     engine = Engine(model)
@@ -177,12 +177,12 @@ def _engine(model: Any, cache: Path, overlap: int) -> Any:
 def test_overlap_loads_in_the_background_at_most_k_steps_late(tiny_model: Any, cache: Path) -> None:
     import numpy as np
 
-    from knsd.serve.params import parse_txt2img
+    from knsd.serve.api.request import parse_txt2img
 
     body = {"prompt": "a cat <lora:tiny-lora:1>", "width": 64, "height": 64, "steps": 6, "seed": 5}
     req = parse_txt2img(body, 1 << 30)
     exact = _engine(tiny_model, cache, 0)
-    reference = np.asarray(exact.generate(req)[0])
+    reference = np.asarray(exact.generate(req).images[0])
     assert exact.addons.last_late_steps == []  # K = 0: loaded before the first step (A1111)
     overlapped = _engine(tiny_model, cache, 2)
     # A slow disk: the load finishes only once step K is reached, so the request waits for it there.
@@ -197,10 +197,10 @@ def test_overlap_loads_in_the_background_at_most_k_steps_late(tiny_model: Any, c
     late = overlapped.generate(req)
     assert overlapped.addons.last_late_steps == [2]
     assert "Lora hashes" in late.extra
-    assert not np.array_equal(np.asarray(late[0]), reference)  # the first two steps ran without it
+    assert not np.array_equal(np.asarray(late.images[0]), reference)  # the first two steps ran without it
     overlapped.addons.load_lora = load
     # Cached now: no overlap, the exact image.
-    assert np.array_equal(np.asarray(overlapped.generate(req)[0]), reference)
+    assert np.array_equal(np.asarray(overlapped.generate(req).images[0]), reference)
     assert overlapped.addons.last_late_steps == []
 
 
@@ -212,8 +212,8 @@ def test_sdxl_lora_controlnet_and_embedding(cache: Path) -> None:
     import numpy as np
     from PIL import Image
 
-    from knsd.serve.loader import load_model
-    from knsd.serve.params import parse_txt2img
+    from knsd.serve.api.request import parse_txt2img
+    from knsd.serve.models.loader import load_model
 
     model = load_model("tiny-sdxl", cache, device="cpu")
     engine = _engine(model, cache, 0)
@@ -225,7 +225,7 @@ def test_sdxl_lora_controlnet_and_embedding(cache: Path) -> None:
         out = engine.generate(
             dataclasses.replace(req, addons=engine.addons.prepare(body, req.extra_networks))
         )
-        return np.asarray(out[0]), out.extra
+        return np.asarray(out.images[0]), out.extra
 
     base, _ = generate()
     lora, extra = generate("a cat <lora:tiny-lora:1>")

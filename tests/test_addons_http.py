@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from knsd.serve.app import create_app
+from knsd.serve.http.app import create_app
 from knsd.serve.settings import ServeSettings
 from tests.helpers import running
 

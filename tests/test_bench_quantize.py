@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 
 from knsd.errors import ModelError, UsageError
-from knsd.serve.engine import Engine
-from knsd.serve.loader import load_model
-from knsd.serve.params import parse_txt2img
+from knsd.serve.api.request import parse_txt2img
+from knsd.serve.generate.engine import Engine
+from knsd.serve.models.loader import load_model
 from tests.helpers import knsd_env
 
 REQUEST = {"prompt": "pretty dog", "width": 64, "height": 64, "steps": 3, "seed": 2}
 
 
 def _pixels(model: Any) -> np.ndarray:
-    return np.asarray(Engine(model).generate(parse_txt2img(REQUEST, 1 << 30))[0]).astype(np.float64)
+    return np.asarray(Engine(model).generate(parse_txt2img(REQUEST, 1 << 30)).images[0]).astype(np.float64)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

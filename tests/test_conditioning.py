@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from knsd.errors import InvalidField
-from knsd.serve.chunks import CHUNK_LENGTH, TokenIds, tokenize_line
-from knsd.serve.conditioning import PromptOptions, check_clip_skip, encode_texts, towers_for
-from knsd.serve.guidance import PassConds, encode_schedule, uneven_cfg
+from knsd.serve.prompts.chunks import CHUNK_LENGTH, TokenIds, tokenize_line
+from knsd.serve.prompts.conditioning import PromptOptions, check_clip_skip, encode_texts, towers_for
+from knsd.serve.prompts.guidance import PassConds, encode_schedule, uneven_cfg
 
 IDS = TokenIds(start=100, end=101, pad=101, comma=7)
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from knsd.serve.app import create_app
-from knsd.serve.loader import LoadedModel, load_model
+from knsd.serve.http.app import create_app
+from knsd.serve.models.loader import LoadedModel, load_model
 from knsd.serve.settings import ServeSettings
 from tests.helpers import running
 

@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import save_file
 
 from knsd.errors import ModelError
-from knsd.serve.engine import Engine
-from knsd.serve.families.detect import detect, read_shapes
-from knsd.serve.loader import load_model
-from knsd.serve.params import parse_txt2img
+from knsd.serve.api.request import parse_txt2img
+from knsd.serve.generate.engine import Engine
+from knsd.serve.models.families.detect import detect, read_shapes
+from knsd.serve.models.loader import load_model
 from tests.ldm_checkpoint import pipeline_to_ldm, sd3_to_ldm, sdxl_to_ldm
 
 REQUEST = {"prompt": "pretty dog", "width": 64, "height": 64, "steps": 3, "seed": 5}
@@ -23,7 +23,7 @@ WRITERS = {"tiny": pipeline_to_ldm, "tiny-sdxl": sdxl_to_ldm, "tiny-sd3": sd3_to
 
 
 def _pixels(model: Any) -> np.ndarray:
-    return np.asarray(Engine(model).generate(parse_txt2img(REQUEST, 1 << 30))[0])
+    return np.asarray(Engine(model).generate(parse_txt2img(REQUEST, 1 << 30)).images[0])
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-sdxl", "tiny-sd3"])
@@ -125,7 +125,7 @@ def test_shipped_configs_have_the_published_sizes(
     import transformers
     from accelerate import init_empty_weights
 
-    from knsd.serve.families.standard import config_dir
+    from knsd.serve.models.families.standard import config_dir
 
     folder = config_dir(variant, cache)
     library, cls_name = json.loads((folder / "model_index.json").read_text())[component]

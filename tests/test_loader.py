@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from knsd.errors import ModelError
-from knsd.serve.loader import model_hash, resolve_source
+from knsd.serve.models.loader import model_hash, resolve_source
 
 
 def test_tiny_is_a_diffusers_folder_in_the_cache(cache: Path) -> None:

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from knsd.errors import UsageError
-from knsd.loadtest.engine import Result, RunResult
 from knsd.loadtest.plot import plot_run, pod_series
+from knsd.loadtest.requester import Result, RunResult
 from knsd.loadtest.spec import parse_args
 from knsd.loadtest.watch import PodRecord, ScaleReport
 from tests.helpers import knsd_env

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from knsd.loadtest.engine import Result, RunResult
 from knsd.loadtest.output import hey_csv, hey_text
 from knsd.loadtest.report import exact_percentiles, hey_percentiles, histogram, summarize
+from knsd.loadtest.requester import Result, RunResult
 
 
 def _result(total: float, status: int = 200, size: int = 10) -> Result:

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from knsd.errors import BadRequest, InvalidField
-from knsd.serve.params import parse_img2img, parse_openai, parse_txt2img
+from knsd.serve.api.openai import parse_openai
+from knsd.serve.api.request import parse_img2img, parse_txt2img
 
 BUDGET = 1536 * 1536
 

@@ -7,8 +7,8 @@ import io
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from knsd.serve.pnginfo import parse_generation_parameters, read_info
-from knsd.serve.styles import PromptStyle, StyleDatabase
+from knsd.serve.api.pnginfo import parse_generation_parameters, read_info
+from knsd.serve.api.styles import PromptStyle, StyleDatabase
 
 A1111_HIRES = (
     "masterpiece, (cat:1.2)\nsecond line\n"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from knsd.serve.prompts import (
+from knsd.serve.prompts.parser import (
     _MAY_SCHEDULE,
     _parsed_schedules,
     parse_extra_networks,
@@ -90,7 +90,7 @@ def test_the_fast_path_agrees_with_the_grammar(prompt: str) -> None:
 def test_group_by_group_parsing_agrees_with_the_whole(prompt: str) -> None:
     # knsd parses balanced prompts one top-level bracket group at a time (the whole-prompt Earley parse is
     # cubic); the joined schedule must be A1111's.
-    from knsd.serve.prompts import _schedules
+    from knsd.serve.prompts.parser import _schedules
 
     for hires in (None, 10):
         whole = _parsed_schedules(

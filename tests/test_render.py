@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from knsd.knative.webhook import check_service, schema_errors
-from knsd.render import render_pvc, render_service, to_yaml
-from knsd.spec import ServiceSpec
+from knsd.service.render import render_pvc, render_service, to_yaml
+from knsd.service.spec import ServiceSpec
 from tests.helpers import REPO
 from tests.local_helpers import knsd
 

@@ -8,8 +8,8 @@ import pytest
 
 from knsd.errors import UsageError
 from knsd.knative.webhook import check_service, schema_errors
-from knsd.render import render_service
-from knsd.spec import ServiceSpec
+from knsd.service.render import render_service
+from knsd.service.spec import ServiceSpec
 from tests.local_helpers import knsd
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from knsd.errors import InvalidField
-from knsd.serve.samplers import resolve_sampler, sampler_names
+from knsd.serve.api.samplers import resolve_sampler, sampler_names
 
 
 def test_default_is_euler_like_a1111_api() -> None:

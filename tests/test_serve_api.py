@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 from PIL import Image
 
-from knsd.serve.app import create_app
+from knsd.serve.http.app import create_app
 from knsd.serve.settings import ServeSettings
 from tests.helpers import running
 
@@ -175,7 +175,7 @@ def test_extras_bad_fields_are_422(client: httpx.Client, generated: str, body: d
 def test_openapi_describes_every_route(app, client: httpx.Client) -> None:  # type: ignore[no-untyped-def]
     spec = client.get("/openapi.json").json()
     assert spec["openapi"] == "3.1.0"
-    from knsd.serve.openapi import _walk
+    from knsd.serve.http.openapi import _walk
 
     registered = list(_walk(list(app.routes)))
     assert len(registered) >= 35

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from knsd.serve.app import create_app
+from knsd.serve.http.app import create_app
 from knsd.serve.settings import ServeSettings
 from tests.helpers import running
 

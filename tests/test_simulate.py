@@ -13,10 +13,10 @@ import pytest
 
 from knsd.errors import UsageError
 from knsd.knative.config import AutoscalerConfig
+from knsd.service.spec import ServiceSpec
 from knsd.simulate.dist import Distribution, Replay, parse_distribution
-from knsd.simulate.engine import Simulation
+from knsd.simulate.simulation import Simulation
 from knsd.simulate.workload import Workload, daily_profile, poisson, trace
-from knsd.spec import ServiceSpec
 from tests.local_helpers import knsd, local_service, status, wait_until
 
 FIXED2 = Distribution("fixed", 2.0)

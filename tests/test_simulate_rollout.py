@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from knsd.knative.config import AutoscalerConfig
+from knsd.service.spec import ServiceSpec
 from knsd.simulate.dist import Distribution
-from knsd.simulate.engine import Rollout, Simulation
+from knsd.simulate.simulation import Rollout, Simulation
 from knsd.simulate.workload import Workload
-from knsd.spec import ServiceSpec
 from tests.local_helpers import knsd
 
 

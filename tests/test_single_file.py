@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from knsd.serve.engine import Engine
-from knsd.serve.params import parse_txt2img
+from knsd.serve.api.request import parse_txt2img
+from knsd.serve.generate.engine import Engine
 from tests.helpers import start_serve, wait_for
 from tests.ldm_checkpoint import pipeline_to_ldm
 
@@ -49,7 +49,7 @@ def test_single_file_serves_the_same_pixels(
         wait_for(url + "/readyz", 120)
         models = httpx.get(url + "/sdapi/v1/sd-models").json()
         assert models[0]["model_name"] == "v1-5-tiny-emaonly" and models[0]["filename"] == str(checkpoint)
-        expected = np.asarray(Engine(pristine_tiny_model).generate(parse_txt2img(REQUEST, 1 << 30))[0])
+        expected = np.asarray(Engine(pristine_tiny_model).generate(parse_txt2img(REQUEST, 1 << 30)).images[0])
         assert np.array_equal(_generate(url), expected)
     finally:
         proc.kill()

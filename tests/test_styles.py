@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from knsd.errors import InvalidField, UsageError
-from knsd.serve.styles import (
+from knsd.serve.api.styles import (
     PromptStyle,
     StyleDatabase,
     apply_styles,

@@ -11,7 +11,8 @@ import torch
 
 from knsd.serve.addons.files import Folders
 from knsd.serve.addons.tiny import ensure_tiny_addons
-from knsd.serve.tiny import build_tiny_model, ensure_tiny_model
+from knsd.serve.models.tiny import ensure_tiny_model
+from knsd.serve.models.tiny.sd1 import build as build_tiny_model
 
 
 def _digest(folder: Path, only: set[str] | None = None) -> dict[str, str]:

@@ -13,11 +13,11 @@ from knsd.cli.service import traffic_lines
 from knsd.cluster.describe import describe
 from knsd.errors import UsageError
 from knsd.knative.fielderror import render
-from knsd.knative.traffic import traffic_errors
+from knsd.knative.trafficrules import traffic_errors
 from knsd.knative.webhook import check_service
-from knsd.render import render_service
-from knsd.spec import ServiceSpec
-from knsd.traffic import parse_tags, parse_traffic, targets, untag
+from knsd.service.render import render_service
+from knsd.service.spec import ServiceSpec
+from knsd.service.traffic import parse_tags, parse_traffic, targets, untag
 from tests.helpers import knsd_env
 
 DNS = (

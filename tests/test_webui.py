@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from knsd.serve.app import create_app
+from knsd.serve.http.app import create_app
 from knsd.serve.settings import ServeSettings
-from knsd.webassets import assets
+from knsd.web.assets import assets
 from tests.helpers import running
 
 IDS = ["prompt", "negative-prompt", "steps", "width", "height", "seed", "generate", "progress", "gallery"]
@@ -50,5 +50,5 @@ def test_page_needs_the_browsers_basic_login(url: str) -> None:
 
 
 def test_package_data_lists_only_page_files() -> None:
-    assert set(assets("knsd.serve")) == {"index.html", "app.js", "style.css", "icon.svg"}
-    assert set(assets("knsd.local")) == {"dashboard.html", "dashboard.js", "dashboard.css", "icon.svg"}
+    assert set(assets("generator")) == {"index.html", "app.js", "style.css", "icon.svg"}
+    assert set(assets("dashboard")) == {"dashboard.html", "dashboard.js", "dashboard.css", "icon.svg"}

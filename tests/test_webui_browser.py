@@ -10,7 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from knsd.serve.app import create_app
+from knsd.serve.http.app import create_app
 from knsd.serve.settings import ServeSettings
 from tests.browser import RECORD_PROGRESS, launch, needs_browser, screenshot_dir, watch
 from tests.helpers import running

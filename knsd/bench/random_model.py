@@ -68,7 +68,7 @@ def random_pipeline(variant: str, cache: Path, dtype: Any, with_t5: bool = True)
     """The pipeline of a standard architecture (`sd15`, `sdxl-base`, `sd35-medium`, ...) with random weights."""
     import diffusers
 
-    from knsd.serve.families.standard import config_dir
+    from knsd.serve.models.families.standard import config_dir
 
     config = config_dir(variant, cache)
     index = json.loads((config / "model_index.json").read_text())

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from knsd.bench.random_model import FULL_SIZE, random_pipeline
-from knsd.benchreport import BenchResult
 from knsd.errors import UsageError
+from knsd.simulate.benchreport import BenchResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +35,10 @@ class BenchSpec:
 def _random_model(spec: BenchSpec, target: str, torch_dtype: Any) -> Any:
     from diffusers.utils import logging as diffusers_logging
 
-    from knsd.serve.families.pipelines import folder_family
-    from knsd.serve.families.standard import config_dir
-    from knsd.serve.infotext import ModelInfo
-    from knsd.serve.loader import LoadedModel, ModelSource, prepare_pipeline
+    from knsd.serve.api.infotext import ModelInfo
+    from knsd.serve.models.families.pipelines import folder_family
+    from knsd.serve.models.families.standard import config_dir
+    from knsd.serve.models.loader import LoadedModel, ModelSource, prepare_pipeline
 
     diffusers_logging.set_verbosity_error()  # as `load_model` does: no safety-checker notice, no load bars
     diffusers_logging.disable_progress_bar()
@@ -74,10 +74,10 @@ def _device_name(device: str) -> str:
 
 def run_bench(spec: BenchSpec, progress: Callable[[str, int, int], None] | None = None) -> BenchResult:
     """Load, warm up and time `spec.runs` txt2img generations through knsd's own engine."""
-    from knsd.serve.engine import Engine
-    from knsd.serve.loader import load_model, resolve_device, resolve_dtype
-    from knsd.serve.params import parse_txt2img
-    from knsd.serve.quantize import check_quantize
+    from knsd.serve.api.request import parse_txt2img
+    from knsd.serve.generate.engine import Engine
+    from knsd.serve.models.loader import load_model, resolve_device, resolve_dtype
+    from knsd.serve.models.quantize import check_quantize
 
     target = resolve_device(spec.device)  # type: ignore[arg-type]
     check_quantize(spec.quantize, target)

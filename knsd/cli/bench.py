@@ -60,7 +60,7 @@ def bench(
     output: str = typer.Option("", "-o", "--output", help="'json' for a machine-readable report."),
 ) -> None:
     """Time model load and image generation here: load time, s/image, steps/s and peak memory."""
-    from knsd.paths import cache_dir
+    from knsd.cache import cache_dir
 
     with cli_errors("bench"):
         from knsd.errors import UsageError
@@ -72,7 +72,7 @@ def bench(
         if dtype not in ("auto", "float16", "bfloat16", "float32"):
             raise UsageError("--dtype", f"must be auto, float16, bfloat16 or float32, got {dtype!r}")
         from knsd.bench.run import BenchSpec, run_bench
-        from knsd.benchreport import to_json, to_text
+        from knsd.simulate.benchreport import to_json, to_text
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         spec = BenchSpec(

@@ -122,7 +122,7 @@ def serve(
     ),
 ) -> None:
     """Serve a Stable Diffusion model over A1111's and OpenAI's HTTP APIs, one request at a time."""
-    from knsd.serve.server import run
+    from knsd.serve.http.server import run
     from knsd.serve.settings import ServeSettings
 
     settings = ServeSettings(

@@ -15,8 +15,8 @@ from knsd.cli.specflags import autoscaler_config_from, build_spec, with_spec
 from knsd.errors import UsageError
 from knsd.knative.config import AutoscalerConfig
 from knsd.knative.webhook import check_service
-from knsd.render import render_pvc, render_service, to_yaml
-from knsd.spec import ServiceSpec
+from knsd.service.render import render_pvc, render_service, to_yaml
+from knsd.service.spec import ServiceSpec
 
 DEFAULT_ADDRESS = "127.0.0.1:8080"
 KUBECONFIG = typer.Option(

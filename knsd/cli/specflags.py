@@ -16,8 +16,8 @@ import yaml
 
 from knsd.errors import UsageError
 from knsd.knative.config import AutoscalerConfig, ConfigError, parse_config, validate_config
-from knsd.spec import ServiceSpec
-from knsd.traffic import parse_tags, parse_traffic, untag
+from knsd.service.spec import ServiceSpec
+from knsd.service.traffic import parse_tags, parse_traffic, untag
 
 
 def _pairs(flag: str, values: list[str] | None) -> tuple[tuple[str, str], ...]:

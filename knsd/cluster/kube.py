@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from knsd.cluster.podrecord import PodRecord
 from knsd.errors import ClusterError
-from knsd.podrecord import PodRecord
 
 
 def _ts(value: datetime | None) -> float | None:

@@ -17,7 +17,7 @@ from knsd.knative import annotations as a
 from knsd.knative.config import AutoscalerConfig
 from knsd.knative.fielderror import FieldError, generic, invalid_value, out_of_bounds, render, with_prefix
 from knsd.knative.goconv import parse_float
-from knsd.knative.traffic import template_name_errors, traffic_errors
+from knsd.knative.trafficrules import template_name_errors, traffic_errors
 from knsd.knative.validation import annotation_errors
 
 RESERVED_PORTS = (8012, 8013, 8022, 9090, 9091)  # queue-proxy's and the autoscaler's

@@ -6,8 +6,8 @@ import json
 import math
 from typing import Any
 
-from knsd.loadtest.engine import RunResult
 from knsd.loadtest.report import BAR_WIDTH, Summary
+from knsd.loadtest.requester import RunResult
 from knsd.loadtest.watch import ScaleReport
 
 BAR = "■"

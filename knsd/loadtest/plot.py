@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from knsd.loadtest.engine import RunResult
+from knsd.loadtest.requester import RunResult
 from knsd.loadtest.watch import ScaleReport
 
 

@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from knsd.loadtest.engine import Result
+from knsd.loadtest.requester import Result
 
 HEY_PERCENTILES = (10, 25, 50, 75, 90, 95, 99)
 EXACT_PERCENTILES = (50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 99.99)

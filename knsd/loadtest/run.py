@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
-from knsd.loadtest.engine import Engine, RunResult
 from knsd.loadtest.report import Summary, summarize
+from knsd.loadtest.requester import Requester, RunResult
 from knsd.loadtest.spec import LoadSpec
 from knsd.loadtest.watch import KubePods, LocalPods, PodSource, ScaleReport, watch
 
@@ -69,7 +69,7 @@ def _source(spec: LoadSpec) -> PodSource | None:
 async def run_load(spec: LoadSpec, progress_stream: TextIO = sys.stderr) -> Outcome:
     """Run the load (and watch the pods if asked); Ctrl-C stops early and still reports."""
     progress = Progress(spec, progress_stream)
-    engine = Engine(spec, on_result=progress.update)
+    engine = Requester(spec, on_result=progress.update)
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGINT, engine.stop)

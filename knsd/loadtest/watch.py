@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from knsd.podrecord import PodRecord
+from knsd.cluster.podrecord import PodRecord
 
 
 class PodSource(Protocol):

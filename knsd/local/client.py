@@ -15,11 +15,11 @@ from typing import Any
 
 import httpx
 
-from knsd.cachedir import check_writable
+from knsd.cache import check_writable
 from knsd.errors import LocalRuntimeError, UsageError
 from knsd.local.control import auth_header
 from knsd.local.state import ServiceDir
-from knsd.spec import ServiceSpec
+from knsd.service.spec import ServiceSpec
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -111,7 +111,7 @@ def deploy(
         )  # fmt: skip
         with open(directory.log_file, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "knsd.local.runtime", str(directory.root)],
+                [sys.executable, "-m", "knsd.local.daemon", str(directory.root)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

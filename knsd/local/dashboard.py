@@ -10,18 +10,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from knsd.webassets import HEADERS, assets, not_found
+from knsd.web.assets import HEADERS, assets, not_found
 
-if TYPE_CHECKING:
-    from knsd.local.runtime import Runtime
-
-PACKAGE = "knsd.local"
+PAGE = "dashboard"
 HISTORY_SECONDS = 3600  # one sample a second: an hour of history in memory (a few hundred KiB)
 
 
@@ -94,15 +92,21 @@ def sample(status: dict[str, Any], now: Totals, before: Totals, seconds: float) 
 class Dashboard:
     """Samples the runtime every second and answers the dashboard's routes under `/.knsd/`."""
 
-    def __init__(self, runtime: Runtime, limit: int = HISTORY_SECONDS) -> None:
-        self.runtime = runtime
+    def __init__(
+        self,
+        status: Callable[[], dict[str, Any]],
+        registry: CollectorRegistry,
+        limit: int = HISTORY_SECONDS,
+    ) -> None:
+        self.status = status
+        self.registry = registry
         self.samples: deque[Sample] = deque(maxlen=limit)
         self._last = (Totals(), time.monotonic())
 
     def record(self) -> Sample:
         before, then = self._last
-        now, at = totals(self.runtime.metrics.registry), time.monotonic()
-        s = sample(self.runtime.status(), now, before, at - then)
+        now, at = totals(self.registry), time.monotonic()
+        s = sample(self.status(), now, before, at - then)
         self._last = (now, at)
         self.samples.append(s)
         return s
@@ -137,7 +141,7 @@ class Dashboard:
 
 
 def _file(name: str) -> web.Response:
-    asset = assets(PACKAGE).get(name)
+    asset = assets(PAGE).get(name)
     if asset is None:
         return web.json_response(not_found(name), status=404)
     return web.Response(body=asset.body, headers={**HEADERS, "Content-Type": asset.media_type})

@@ -12,8 +12,8 @@ from aiohttp import web
 
 from knsd.local.activator import BufferFull, BufferTimeout
 from knsd.local.revision import Revision
-from knsd.local.traffic import REVISION_HEADER, TAG_HEADER
-from knsd.spec import ServiceSpec
+from knsd.local.split import REVISION_HEADER, TAG_HEADER
+from knsd.service.spec import ServiceSpec
 
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",

@@ -12,7 +12,7 @@ from knsd.knative.config import AutoscalerConfig
 from knsd.knative.controller import ScalingController, Snapshot
 from knsd.local.activator import Activator
 from knsd.local.pods import Pod, PodSet
-from knsd.spec import ServiceSpec
+from knsd.service.spec import ServiceSpec
 
 log = logging.getLogger("knsd.local")
 MAX_BACKOFF = 30.0

@@ -1,107 +1,29 @@
-"""The local runtime daemon: one service's route, activator, autoscaler and pods, until deleted.
-
-Started in the background by `knsd deploy --local` as `python -m knsd.local.runtime STATE_DIR`; the
-spec and config come from STATE_DIR/state.json.
-"""
+"""The local runtime: one service's revisions, their activators, autoscalers and pods, and the traffic
+split between them (`knsd.local.daemon` serves it over HTTP)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
-import signal
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
 
 from knsd.errors import UsageError
-from knsd.knative.config import AutoscalerConfig, ConfigError, parse_config, validate_config
+from knsd.knative.config import AutoscalerConfig
 from knsd.knative.controller import TICK
-from knsd.local import control
-from knsd.local.dashboard import Dashboard
+from knsd.local.metrics import RuntimeMetrics
 from knsd.local.pods import Pod, PodSet, pod_command, pod_env
-from knsd.local.proxy import forward, json_response
 from knsd.local.revision import Revision
+from knsd.local.split import Table, resolve, wanted
 from knsd.local.state import ServiceDir
-from knsd.local.traffic import Table, resolve, wanted
-from knsd.spec import ServiceSpec
+from knsd.service.spec import ServiceSpec
 
 log = logging.getLogger("knsd.local")
 INTERNAL = "/.knsd/"
-
-
-class RuntimeMetrics:
-    """Prometheus metrics of the runtime (served at /.knsd/metrics)."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter(
-            "knsd_runtime_requests_total", "Requests through the route", ["code"], registry=r
-        )
-        # Per revision, for a gray release (Knative's old `revision_request_count` by revision_name).
-        self.by_revision = Counter(
-            "knsd_runtime_revision_requests_total",
-            "Requests through the route by revision",
-            ["revision", "code"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "knsd_runtime_request_duration_seconds",
-            "Latency through the route, buffering included",
-            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, float("inf")),
-            registry=r,
-        )
-        self.startup = Histogram(
-            "knsd_runtime_pod_startup_seconds",
-            "Pod creation to ready",
-            buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, float("inf")),
-            registry=r,
-        )
-
-        def current(attr: str) -> float:
-            rev = runtime.serving_revision() or runtime.latest
-            return float(getattr(rev.snapshot(), attr)) if rev else 0.0
-
-        Gauge("knsd_runtime_desired_pods", "Desired scale", registry=r).set_function(
-            lambda: current("desired_scale")
-        )
-        Gauge("knsd_runtime_panic", "1 while in panic mode", registry=r).set_function(
-            lambda: current("panic")
-        )
-        Gauge("knsd_runtime_stable_concurrency", "Stable-window concurrency", registry=r).set_function(
-            lambda: current("stable_concurrency")
-        )
-        Gauge("knsd_runtime_panic_concurrency", "Panic-window concurrency", registry=r).set_function(
-            lambda: current("panic_concurrency")
-        )
-        Gauge("knsd_runtime_buffered_requests", "Requests waiting at the activator", registry=r).set_function(
-            lambda: sum(rev.activator.buffered for rev in runtime.revisions)
-        )
-        Gauge("knsd_runtime_inflight_requests", "Requests at pods", registry=r).set_function(
-            lambda: sum(rev.activator.inflight for rev in runtime.revisions)
-        )
-        pods = Gauge("knsd_runtime_pods", "Pods by state", ["state"], registry=r)
-        for state in ("pending", "ready", "terminating"):
-
-            def in_state(s: str = state) -> float:
-                return sum(1 for rev in runtime.revisions for p in rev.pods.pods.values() if p.state == s)
-
-            pods.labels(state).set_function(in_state)
 
 
 class Runtime:
@@ -118,10 +40,10 @@ class Runtime:
         self.revisions: list[Revision] = []
         self.latest: Revision | None = None
         self.session: aiohttp.ClientSession
-        self.metrics = RuntimeMetrics(self)
+        self.metrics = RuntimeMetrics(lambda: self.revisions, lambda: self.serving_revision() or self.latest)
         self.started = time.time()
         self.tick_origin = self.started
-        self._stop = asyncio.Event()
+        self.stop = asyncio.Event()  # set by a signal or POST /.knsd/shutdown
         self._generation = 0
         self.latest_ready: str | None = None
         self.wanted: list[dict[str, Any]] = wanted(spec)
@@ -129,7 +51,6 @@ class Runtime:
         self.traffic_reason: str | None = None  # why the wanted split is not programmed yet
         self._retiring: set[Revision] = set()
         self.token = ""  # the control secret (knsd.local.control), set when the route starts
-        self.dashboard = Dashboard(self)
 
     @property
     def url(self) -> str:
@@ -198,7 +119,7 @@ class Runtime:
             pod.state == "failed"
             and rev in self.revisions
             and rev not in self._retiring
-            and not self._stop.is_set()
+            and not self.stop.is_set()
         ):
             asyncio.create_task(rev.replace_failed(pod))
 
@@ -277,19 +198,19 @@ class Runtime:
 
     # loops
 
-    async def _metric_loop(self) -> None:
-        while not self._stop.is_set():
+    async def metric_loop(self) -> None:
+        while not self.stop.is_set():
             now = time.time()
             await asyncio.sleep(1.0 - (now % 1.0) + 0.001)  # on whole seconds, like the 1 s scrape
             now = time.time()
             for rev in list(self.revisions):
                 rev.record(now)
 
-    async def _tick_loop(self) -> None:
+    async def tick_loop(self) -> None:
         # A ticker on absolute times, like Knative's: slow ticks do not push the later ones back.
         self.tick_origin = time.time()
         next_tick = self.tick_origin + TICK
-        while not self._stop.is_set():
+        while not self.stop.is_set():
             await asyncio.sleep(max(0.0, next_tick - time.time()))
             next_tick += TICK
             for rev in list(self.revisions):
@@ -299,48 +220,6 @@ class Runtime:
                     await rev.tick()
                 except Exception:  # a bug in one tick must not stop the autoscaler
                     log.exception("tick of %s failed", rev.name)
-
-    # HTTP
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        path = request.path
-        if path.startswith(INTERNAL):
-            return await self._internal(request, path[len(INTERNAL) :])
-        return await forward(request, self)
-
-    async def _internal(self, request: web.Request, what: str) -> web.StreamResponse:
-        if what in control.GUARDED:
-            denied = control.check(request.headers.get("Authorization"), self.token)
-            if denied is not None:
-                detail = f"{INTERNAL}{what} needs the control token in {control.token_path(self.dir.root)}"
-                error = "Unauthorized" if denied == 401 else "Forbidden"
-                return json_response({"error": error, "detail": detail}, status=denied)
-        if (page := self.dashboard.respond(request, what)) is not None:
-            return page
-        if what == "status" and request.method == "GET":
-            return json_response(self.status())
-        if what == "metrics" and request.method == "GET":
-            return web.Response(
-                body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-            )
-        if what == "update" and request.method == "POST":
-            try:
-                data = await request.json()
-                spec = ServiceSpec.from_json(data["spec"])
-                config = validate_config(parse_config(data.get("config", {})))
-            except (ValueError, KeyError, TypeError, UsageError, ConfigError) as exc:
-                return json_response({"error": "BadRequest", "detail": str(exc)}, status=400)
-            try:
-                rev = await self.deploy(spec, config)
-            except UsageError as exc:
-                return json_response({"error": "BadRequest", "detail": str(exc)}, status=400)
-            return json_response({"revision": rev.name})
-        if what == "shutdown" and request.method == "POST":
-            self._stop.set()
-            return json_response({"status": "stopping"})
-        return json_response(
-            {"error": "NotFound", "detail": f"no such endpoint {INTERNAL}{what}"}, status=404
-        )
 
     def status(self) -> dict[str, Any]:
         """Everything `knsd status --local` and `knsd loadtest --local` need."""
@@ -411,58 +290,6 @@ class Runtime:
             }
         )
 
-    async def run(self) -> int:
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30), auto_decompress=False
-        )
-        self.token = control.create_token(self.dir.root)
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as exc:
-            log.error("cannot listen on %s:%d: %s", self.host, self.port, exc)
-            await self.session.close()
-            return 1
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
-        self.dir.pid_file.write_text(str(os.getpid()))
-        log.info("route listening on %s", self.url)
-        loops = [asyncio.create_task(self._metric_loop()), asyncio.create_task(self._tick_loop())]
-        loops.append(asyncio.create_task(self.dashboard.run(self._stop)))
-        try:
-            await self.deploy(self.spec, self.config)
-        except UsageError as exc:
-            log.error("%s", exc)
-            self._stop.set()
-        await self._stop.wait()
-        log.info("shutting down: draining pods")
-        for task in loops:
-            task.cancel()
-        await site.stop()  # no new connections; in-flight requests finish below
-        deadline = time.monotonic() + float(self.spec.timeout or 300)
-        while time.monotonic() < deadline and any(
-            r.activator.buffered and r.pods.ready() for r in self.revisions
-        ):
-            await asyncio.sleep(0.1)  # buffered requests still have pods to go to
-        for rev in self.revisions:
-            rev.activator.fail_waiters(ConnectionAbortedError("runtime shutting down"))
-        await asyncio.gather(
-            *(rev.pods.stop_all(timeout=float(rev.spec.timeout or 300)) for rev in self.revisions)
-        )
-        await runner.cleanup()
-        await self.session.close()
-        with contextlib.suppress(OSError):
-            self.dir.pid_file.unlink()
-            # A clean stop (delete); without this mark a missing runtime means it died (status says so).
-            self.dir.write_state({**(self.dir.read_state() or {}), "stopped": time.time()})
-        log.info("stopped")
-        return 0
-
 
 def _template_key(spec: ServiceSpec, config: AutoscalerConfig) -> str:
     """What makes a new revision: everything but the traffic (and the config it scales with)."""
@@ -470,22 +297,3 @@ def _template_key(spec: ServiceSpec, config: AutoscalerConfig) -> str:
     for key in ("traffic", "tags", "revision_name"):
         data.pop(key, None)
     return json.dumps([data, repr(config)], sort_keys=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m knsd.local.runtime STATE_DIR`."""
-    args = argv if argv is not None else sys.argv[1:]
-    directory = ServiceDir(Path(args[0]))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    state = directory.read_state()
-    if state is None:
-        log.error("no state in %s", directory.root)
-        return 1
-    spec = ServiceSpec.from_json(state["spec"])
-    config = validate_config(parse_config(state.get("config", {})))
-    runtime = Runtime(directory, spec, config, state["address"])
-    return asyncio.run(runtime.run())
-
-
-if __name__ == "__main__":
-    sys.exit(main())

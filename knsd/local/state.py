@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from knsd.paths import cache_dir
+from knsd.cache import cache_dir
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +82,7 @@ def _is_runtime(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return True  # no /proc: trust the signal check
-    if b"knsd.local.runtime" not in cmdline:
+    if b"knsd.local.daemon" not in cmdline:
         return False
     # A zombie (exited, not yet reaped) is not running.
     with contextlib.suppress(OSError):

@@ -84,7 +84,7 @@ class Replay:
 def parse_distribution(text: str, flag: str) -> Distribution:
     """`2s`, `lognormal:MEDIAN,SIGMA`, `uniform:LOW,HIGH`, `exp:MEAN`, `normal:MEAN,STDDEV`, or `BENCH.json`."""
     if text.endswith(".json"):  # measured numbers: the output of `knsd bench -o json`
-        from knsd.benchreport import service_time_from_json
+        from knsd.simulate.benchreport import service_time_from_json
 
         return Distribution(*service_time_from_json(text, flag))
     kind, sep, args = text.partition(":")

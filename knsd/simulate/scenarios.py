@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from knsd.errors import UsageError
 from knsd.knative.config import KEYS, AutoscalerConfig, ConfigError, parse_config, validate_config
 from knsd.knative.validation import validate_annotations
+from knsd.service.spec import ServiceSpec
 from knsd.simulate.dist import Distribution
-from knsd.simulate.engine import Rollout, SimResult, Simulation
+from knsd.simulate.simulation import Rollout, SimResult, Simulation
 from knsd.simulate.workload import Workload
-from knsd.spec import ServiceSpec
 
 # Sweepable spec knobs: flag name -> (ServiceSpec field, type)
 SPEC_KNOBS: dict[str, tuple[str, type]] = {

@@ -31,4 +31,4 @@ def addons_session(addons: AddOns | None, req: Any) -> Any:
     if request is None:
         request = addons.prepare({}, getattr(req, "extra_networks", {}) or {})
     prompts = (getattr(req, "prompt", ""), getattr(req, "negative_prompt", ""))
-    return addons.session(request, req.width, req.height, req.cfg_scale > 1, req.init_image, prompts)
+    return AddonSession(addons, request, req.width, req.height, req.cfg_scale > 1, req.init_image, prompts)

@@ -1,4 +1,5 @@
-"""The add-ons of one loaded model: folders, caches, and the per-request session the engine enters."""
+"""The add-ons of one loaded model: folders, caches and parsed files; each request enters its own
+`session.AddonSession` over them."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from knsd.serve.addons.files import LORA_SUFFIXES, AddonFile, Folders, lora_shor
 from knsd.serve.addons.lora import ParsedLora, parse_lora, read_state_dict
 from knsd.serve.addons.patch import WeightPatcher
 from knsd.serve.addons.request import AddonRequest, parse_addons
-from knsd.serve.addons.session import AddonSession
 
 log = logging.getLogger("knsd.serve")
 COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3")
@@ -147,18 +147,6 @@ class AddOns:
         for unit in request.units:
             self.controlnets.resolve(unit.model, f"alwayson_scripts.controlnet.args[{unit.index}].model")
         return request
-
-    def session(
-        self,
-        request: AddonRequest | None,
-        width: int,
-        height: int,
-        cfg: bool,
-        init_image: Any = None,
-        prompts: tuple[str, ...] = (),
-    ) -> AddonSession:
-        """The context manager the engine enters around a generation (see `session.AddonSession`)."""
-        return AddonSession(self, request or AddonRequest(), width, height, cfg, init_image, prompts)
 
     # -- metrics ---------------------------------------------------------------------------------------
     def _count(self, name: str) -> None:

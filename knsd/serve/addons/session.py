@@ -11,15 +11,13 @@ import dataclasses
 import logging
 import time
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from knsd.serve.addons.controlnet import detect, mode_hook
 from knsd.serve.addons.lora import ParsedLora
+from knsd.serve.addons.manager import AddOns
 from knsd.serve.addons.patch import LoraUse
 from knsd.serve.addons.request import AddonRequest, LoraTag
-
-if TYPE_CHECKING:
-    from knsd.serve.addons.manager import AddOns
 
 log = logging.getLogger("knsd.serve")
 

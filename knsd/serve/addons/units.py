@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from knsd.errors import InvalidField
 from knsd.serve.addons.preprocess import PREPROCESSORS, RESIZE_ALIASES, RESIZE_MODES, find_preprocessor
+from knsd.serve.api.fields import flag, number
 
 CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
 _LEGACY = {"input_image": "image", "lowvram": "low_vram", "guidance": "guidance_end", "mask_image": "mask"}
@@ -42,22 +42,6 @@ class ControlUnit:
         )
 
 
-def _num(unit: dict[str, Any], key: str, default: float, field: str) -> float:
-    value = unit.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidField(f"{field}.{key}", "a number", value)
-    return float(value)
-
-
-def _bool(unit: dict[str, Any], key: str, default: bool, field: str) -> bool:
-    value = unit.get(key, default)
-    if not isinstance(value, bool):
-        raise InvalidField(f"{field}.{key}", "true or false", value)
-    return value
-
-
 def _choice(unit: dict[str, Any], key: str, choices: tuple[str, ...], default: str, field: str) -> str:
     value = unit.get(key, default)
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(choices):
@@ -71,7 +55,7 @@ def _choice(unit: dict[str, Any], key: str, choices: tuple[str, ...], default: s
 
 
 def _image(unit: dict[str, Any], field: str) -> Any:
-    from knsd.serve.params import decode_image
+    from knsd.serve.api.images import decode_image
 
     value = unit.get("image")
     if isinstance(value, dict):
@@ -102,16 +86,15 @@ def parse_units(body: dict[str, Any]) -> list[ControlUnit]:
         if not isinstance(raw, dict):
             raise InvalidField(field, "an object (a ControlNet unit)", raw)
         raw = {_LEGACY.get(k, k): v for k, v in raw.items()}
-        if not _bool(raw, "enabled", False, field):
+        if not flag(raw, "enabled", False, prefix=field):
             continue
         name = raw.get("module", "none")
         pre = find_preprocessor(name) if isinstance(name, str) else None
         if pre is None:
             raise InvalidField(f"{field}.module", "one of " + ", ".join(PREPROCESSORS), name)
-        weight = _num(raw, "weight", 1.0, field)
-        if not 0 <= weight <= 2:
-            raise InvalidField(f"{field}.weight", "a number between 0 and 2", weight)
-        start, end = _num(raw, "guidance_start", 0.0, field), _num(raw, "guidance_end", 1.0, field)
+        weight = number(raw, "weight", 1.0, 0, 2, prefix=field)
+        start = number(raw, "guidance_start", 0.0, 0, 1, prefix=field)
+        end = number(raw, "guidance_end", 1.0, 0, 1, prefix=field)
         if not 0 <= start <= end <= 1:
             raise InvalidField(
                 f"{field}.guidance_start", "0 <= guidance_start <= guidance_end <= 1", [start, end]
@@ -119,8 +102,8 @@ def parse_units(body: dict[str, Any]) -> list[ControlUnit]:
         model = raw.get("model", "None")
         if not isinstance(model, str) or model in ("", "None", "none"):
             raise InvalidField(f"{field}.model", "the name of an installed ControlNet model", model)
-        res = int(_num(raw, "processor_res", -1, field))
-        a, b = _num(raw, "threshold_a", -1, field), _num(raw, "threshold_b", -1, field)
+        res = int(number(raw, "processor_res", -1, prefix=field))
+        a, b = number(raw, "threshold_a", -1, prefix=field), number(raw, "threshold_b", -1, prefix=field)
         # -1 or out of the slider's range: the preprocessor's default (as the extension does).
         if pre.resolution is not None and not pre.resolution.min <= res <= pre.resolution.max:
             res = int(pre.resolution.value)
@@ -144,8 +127,8 @@ def parse_units(body: dict[str, Any]) -> list[ControlUnit]:
                 guidance_start=start,
                 guidance_end=end,
                 control_mode=_choice(raw, "control_mode", CONTROL_MODES, "Balanced", field),
-                pixel_perfect=_bool(raw, "pixel_perfect", False, field),
-                save_detected_map=_bool(raw, "save_detected_map", True, field),
+                pixel_perfect=flag(raw, "pixel_perfect", False, prefix=field),
+                save_detected_map=flag(raw, "save_detected_map", True, prefix=field),
             )
         )
     return units

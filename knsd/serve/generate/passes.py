@@ -1,0 +1,228 @@
+"""The sampling passes of one loaded model: txt2img, img2img and the hires-fix pass, each a diffusers
+pipeline call with knsd's conditioning, A1111's start noise and a per-step callback (progress, interrupt,
+skip, prompt-schedule switches, add-on hooks)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from knsd.serve.api.hires import HiresSpec
+from knsd.serve.api.request import GenerationRequest
+from knsd.serve.api.samplers import SamplerChoice, scheduler_for
+from knsd.serve.generate.hires import crop_latents, upscale_latents
+from knsd.serve.generate.noise import SeedSpec, first_noise
+from knsd.serve.generate.progress import Progress
+from knsd.serve.generate.upscale import upscale_image
+from knsd.serve.models.loader import LoadedModel
+from knsd.serve.prompts.guidance import PassConds, uneven_cfg
+from knsd.serve.prompts.parser import parse_extra_networks
+
+
+@dataclass(slots=True)
+class Pass:
+    """One sampling pass: the pipeline, its conditioning and the call arguments."""
+
+    pipe: Any
+    conds: PassConds | None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _eta(req: GenerationRequest, sampler: SamplerChoice) -> dict[str, Any]:
+    """DDIM's eta when the request gave one (diffusers reads it only for DDIM)."""
+    return {"eta": req.eta} if req.eta is not None and sampler.sampler == "DDIM" else {}
+
+
+def _size_kwargs(pipe: Any, width: int, height: int) -> dict[str, Any]:
+    """width/height for img2img pipelines that take them (SD 3.x would otherwise resize to 1024)."""
+    import inspect
+
+    params = inspect.signature(pipe.__call__).parameters
+    return {"width": width, "height": height} if "height" in params and "width" in params else {}
+
+
+def family_name(model: LoadedModel) -> str:
+    """The loaded model's family name ("sd1", "sdxl", "sd3", ...)."""
+    family = getattr(model, "family", None)
+    return str(getattr(family, "name", "sd1"))
+
+
+class Passes:
+    """Runs the passes of one model; the engine owns it and calls one pass at a time."""
+
+    def __init__(
+        self, model: LoadedModel, progress: Progress, on_step: Callable[[float], None] | None
+    ) -> None:
+        self.model = model
+        self.progress = progress
+        self.on_step = on_step
+        self.schedulers: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
+        self.base_config = model.txt2img.scheduler.config
+        self.interrupt_flag = threading.Event()
+        self.skip_flag = threading.Event()  # /sdapi/v1/skip: end the current batch, go on with the next
+        self.addon: Any = None  # the running request's AddonSession
+
+    def scheduler(self, choice: SamplerChoice, img2img: bool = False) -> Any:
+        # The family maps A1111's sampler to its scheduler (SD 3.x: flow-matching ones).
+        key = scheduler_for(family_name(self.model), choice, dict(self.base_config), img2img)
+        if key not in self.schedulers:
+            import diffusers
+
+            cls = getattr(diffusers, key[0])
+            self.schedulers[key] = cls.from_config(self.base_config, **dict(key[1]))
+        return self.schedulers[key]
+
+    def prompt_kwargs(
+        self, req: GenerationRequest, conds: PassConds | None, prompt: str, negative: str
+    ) -> dict[str, Any]:
+        if conds is not None:
+            return conds.pipeline_kwargs(0)
+        return {"prompt": [prompt] * req.batch_size, "negative_prompt": [negative] * req.batch_size}
+
+    def txt2img(self, req: GenerationRequest, spec: SeedSpec, conds: PassConds | None, output: str) -> Any:
+        pipe = self.model.txt2img
+        pipe.scheduler = self.scheduler(req.sampler)
+        channels = int(self.model.family.latent_channels)
+        scale = int(getattr(pipe, "vae_scale_factor", 8))
+        latents, generators = first_noise((channels, req.height // scale, req.width // scale), spec)
+        kwargs = {
+            **self.prompt_kwargs(req, conds, req.cond_prompt, req.cond_negative),
+            "num_inference_steps": req.steps,
+            "guidance_scale": req.cfg_scale,
+            **_eta(req, req.sampler),
+            "generator": generators,
+            "latents": latents.to(device=pipe.device, dtype=pipe.dtype if hasattr(pipe, "dtype") else None),
+            "width": req.width,
+            "height": req.height,
+            "output_type": output,
+        }
+        return self.run(Pass(pipe, conds, kwargs), req.steps)
+
+    def img2img(self, req: GenerationRequest, spec: SeedSpec, conds: PassConds | None) -> Any:
+        import torch
+
+        pipe = self.model.img2img
+        pipe.scheduler = self.scheduler(req.sampler, img2img=True)
+        kwargs = {
+            **self.prompt_kwargs(req, conds, req.cond_prompt, req.cond_negative),
+            "num_inference_steps": req.steps,
+            "guidance_scale": req.cfg_scale,
+            **_eta(req, req.sampler),
+            "generator": [torch.Generator("cpu").manual_seed(int(s)) for s in spec.seeds],
+            "image": req.init_image,
+            "strength": req.denoising_strength,
+            **_size_kwargs(pipe, req.width, req.height),
+        }
+        return self.run_with_noise(Pass(pipe, conds, kwargs), req.steps, spec)
+
+    def decode(self, latents: Any) -> list[Any]:
+        pipe = self.model.txt2img
+        vae = pipe.vae
+        scaled = latents / vae.config.scaling_factor + (getattr(vae.config, "shift_factor", None) or 0.0)
+        decoded = vae.decode(scaled.to(vae.dtype), return_dict=False)[0]
+        return list(pipe.image_processor.postprocess(decoded, output_type="pil"))
+
+    def encode(self, images: list[Any], seeds: tuple[int, ...]) -> Any:
+        import torch
+
+        pipe = self.model.img2img
+        vae = pipe.vae
+        pixels = pipe.image_processor.preprocess(images).to(device=vae.device, dtype=vae.dtype)
+        parts = []
+        for i, seed in enumerate(seeds):
+            dist = vae.encode(pixels[i : i + 1]).latent_dist
+            parts.append(dist.sample(generator=torch.Generator(vae.device).manual_seed(int(seed))))
+        latents = torch.cat(parts)
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return (latents - shift) * vae.config.scaling_factor
+
+    def hires(
+        self, req: GenerationRequest, hr: HiresSpec, spec: SeedSpec, latents: Any, conds: PassConds | None
+    ) -> Any:
+        """A1111's sample_hr_pass: upscale, then an img2img pass of exactly hr steps."""
+        import torch
+
+        if hr.is_latent:
+            upscaled = upscale_latents(latents.float(), hr).to(latents.dtype)
+        else:
+            images = [upscale_image(im, hr.upscaler, hr.target_w, hr.target_h) for im in self.decode(latents)]
+            upscaled = crop_latents(self.encode(images, spec.seeds), hr)
+        steps = hr.second_pass_steps or req.steps
+        # A1111 runs exactly `steps` steps: the tail of a schedule of int(steps / strength) steps.
+        total = max(int(steps / min(hr.denoising_strength, 0.999)), steps)
+        pipe = self.model.img2img
+        pipe.scheduler = self.scheduler(hr.sampler, img2img=True)
+        hr_prompt = parse_extra_networks(hr.prompt)[0]
+        kwargs = {
+            **self.prompt_kwargs(req, conds, hr_prompt, hr.negative_prompt),
+            "num_inference_steps": total,
+            "strength": min((steps + 0.5) / total, 1.0),
+            "guidance_scale": req.cfg_scale,
+            **_eta(req, hr.sampler),
+            "generator": [torch.Generator("cpu").manual_seed(int(s)) for s in spec.seeds],
+            "image": upscaled,
+            **_size_kwargs(pipe, *hr.output_size),
+        }
+        self.progress.sampling_step, self.progress.sampling_steps = 0, steps
+        return self.run_with_noise(Pass(pipe, conds, kwargs), steps, spec)
+
+    def run_with_noise(self, run: Pass, steps: int, spec: SeedSpec) -> Any:
+        """An img2img pass whose start noise is A1111's first draw over the latents' shape: randn(seed) per
+        image, or the variation-seed blend (diffusers would draw it after sampling the VAE encoding)."""
+
+        def drawn(like: Any) -> Any:
+            shape = tuple(int(n) for n in like.shape[1:])
+            return first_noise((shape[0], shape[1], shape[2]), spec)[0].to(like)
+
+        scheduler = run.pipe.scheduler
+        if hasattr(scheduler, "scale_noise"):  # flow matching (SD 3.x): scale_noise(sample, t, noise)
+            scale = scheduler.scale_noise
+            scheduler.scale_noise = lambda sample, t, _noise: scale(sample, t, drawn(sample))
+        else:
+            add = scheduler.add_noise
+            scheduler.add_noise = lambda original, _noise, t: add(original, drawn(original), t)
+        try:
+            return self.run(run, steps)
+        finally:
+            scheduler.__dict__.pop("scale_noise", None)
+            scheduler.__dict__.pop("add_noise", None)
+
+    def run(self, run: Pass, steps: int) -> Any:
+        """Call the pipeline with progress, interrupt and schedule switches in its step callback."""
+        p = self.progress
+        last = [time.perf_counter()]
+        conds = run.conds
+
+        def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            now = time.perf_counter()
+            if self.on_step is not None:
+                self.on_step(now - last[0])
+            last[0] = now
+            # Second-order schedulers loop over about twice the steps: report progress in request steps.
+            loop = int(getattr(pipeline, "num_timesteps", 0) or steps)
+            p.sampling_step = min(round((step + 1) * steps / loop), steps)
+            if addon is not None:
+                addon.on_step_end(step)  # LoRA overlap: patch in a LoRA that finished loading
+            if conds is not None and conds.switches():
+                conds.step_tensors(pipeline, step + 1, tensors)
+            if self.interrupt_flag.is_set():
+                p.interrupted = True
+                pipeline._interrupt = True
+            if self.skip_flag.is_set():
+                pipeline._interrupt = True
+            return tensors
+
+        addon = self.addon
+        if addon is not None:
+            run = addon.apply_to_pass(run)  # a ControlNet pipeline and its control images when units are on
+        kwargs = dict(run.kwargs, callback_on_step_end=on_step_end)
+        if conds is not None:
+            kwargs["callback_on_step_end_tensor_inputs"] = conds.tensor_inputs(run.pipe)
+        denoiser = getattr(run.pipe, "unet", None)
+        if conds is None or denoiser is None:
+            return run.pipe(**kwargs).images
+        with uneven_cfg(denoiser, conds.negative.length, conds.positive.length):
+            return run.pipe(**kwargs).images
