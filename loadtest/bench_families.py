@@ -1,4 +1,4 @@
-"""Benchmark of model loading and quantization (issue 10), ratios measured side by side.
+"""Benchmark of model loading and quantization, ratios measured side by side.
 
   (1) cold start on the production path: a fresh process loading the full-size SD 1.5 single file (random
       weights, fp16, original layout, on local disk, no --model-config, offline) / its floor, a fresh process

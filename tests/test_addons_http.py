@@ -120,6 +120,30 @@ def test_controlnet_units(client: httpx.Client) -> None:
     assert np.array_equal(_pixels(_txt2img(client)["images"][0]), base)
 
 
+def _stripes() -> str:
+    """Vertical bars: edges in one direction only, unlike the checkerboard's."""
+    bars = (np.indices((64, 64))[1] // 16 % 2 * 255).astype(np.uint8)
+    return _b64(Image.fromarray(np.stack([bars] * 3, axis=-1)))
+
+
+def test_controlnet_follows_its_control_image(client: httpx.Client) -> None:
+    """The control image steers the result: the same image gives the same pixels, another image others.
+
+    "Changed the image" alone would pass a unit that adds a constant; here the result must depend on
+    which control image was sent, and its detected map must be that image's edges."""
+    checker = _controlnet(client, _unit(image=_checker()))
+    again = _controlnet(client, _unit(image=_checker()))
+    stripes = _controlnet(client, _unit(image=_stripes()))
+    assert np.array_equal(_pixels(checker["images"][0]), _pixels(again["images"][0]))
+    difference = np.abs(_pixels(checker["images"][0]) - _pixels(stripes["images"][0])).mean()
+    assert difference > 0.5, difference
+    # Each detected map is its own control image's edges: the bars have no horizontal edges.
+    bars_map = _pixels(stripes["images"][1])[:, :, 0]
+    checker_map = _pixels(checker["images"][1])[:, :, 0]
+    assert not np.array_equal(bars_map, checker_map)
+    assert (bars_map[:, 4:60].max(axis=1) == bars_map[:, 4:60].max(axis=1)[0]).all()  # same on every row
+
+
 def test_controlnet_with_img2img_uses_the_init_image(client: httpx.Client) -> None:
     body = {**SMALL, "init_images": [_checker()], "denoising_strength": 0.7}
     plain = client.post("/sdapi/v1/img2img", json=body)

@@ -12,11 +12,13 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import os
 import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -218,3 +220,137 @@ def test_fuzz_from_openapi(server: str, capsys: pytest.CaptureFixture[str]) -> N
     ready = httpx.get(server + "/readyz", timeout=30)
     assert ready.status_code == 200, ready.text
     assert sum(statuses.values()) > len(ops)
+
+
+# Valid requests: fields are drawn only where the schema states what is valid (an enum, bounds or a
+# default), free text from plain words; cost caps as above, but sides at 64 so a hires pass fits the budget.
+VALID_CAPS = {**CAPS, "width": 64, "height": 64, "upscaling_resize_w": 64, "upscaling_resize_h": 64}
+WORDS = st.lists(st.sampled_from(["a", "red", "cat", "on", "the", "moon", "dog", "blue"]), max_size=6)
+
+
+def valid_from_schema(
+    schema: dict[str, Any], names: dict[str, list[Any]], key: str = "", required: bool = False
+) -> Any:
+    """Values a careful client would send: within the schema's enum, bounds and defaults (None: leave out)."""
+    if key in names:
+        return st.sampled_from(names[key])
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
+    kinds = schema.get("type")
+    kind = next((k for k in kinds if k != "null"), None) if isinstance(kinds, list) else kinds
+    if kind == "object":
+        return valid_object(schema, names)
+    lo, hi = schema.get("minimum"), schema.get("maximum")
+    if kind in ("integer", "number") and lo is not None and hi is not None:
+        step = schema.get("multipleOf", 1)
+        ints = st.integers(math.ceil(lo / step), math.floor(hi / step)).map(lambda i: i * step)
+        values = ints if kind == "integer" else st.floats(lo, hi) | ints
+        return st.sampled_from([schema["default"]]) | values if "default" in schema else values
+    if schema.get("default") == "" and kind == "string":  # free text: prompts
+        return st.just("") | WORDS.map(" ".join)
+    if "default" in schema:
+        return st.just(schema["default"])
+    if not required:  # nothing says what is valid: a careful client leaves it out
+        return None
+    if kind == "string":
+        words = WORDS.filter(bool) if schema.get("minLength") or required else WORDS
+        return st.just(PNG) if "base64" in schema.get("description", "") else words.map(" ".join)
+    if kind == "array":
+        items = schema.get("items", {})
+        if "base64" in items.get("description", ""):
+            return st.just([PNG])
+        values = valid_from_schema(items, names, required=True)
+        return st.lists(values, min_size=1, max_size=2) if values is not None else None
+    return None
+
+
+def valid_object(schema: dict[str, Any], names: dict[str, list[Any]]) -> st.SearchStrategy[Any]:
+    required = set(schema.get("required", ()))
+    fixed, optional = {}, {}
+    for key, sub in schema.get("properties", {}).items():
+        values = valid_from_schema(sub, names, key, key in required)
+        if values is None:
+            continue
+        (fixed if key in required else optional)[key] = values
+    return st.fixed_dictionaries(fixed, optional=optional)
+
+
+# What a careful client sets on these routes when the server's defaults (512x512, 50 steps) would not fit
+# this test server's pixel budget and time.
+VALID_DEFAULTS = {
+    "/sdapi/v1/txt2img": DEFAULTS,
+    "/sdapi/v1/img2img": DEFAULTS,
+    "/v1/images/generations": {"size": "64x64", "steps": 2},
+    "/sdapi/v1/extra-single-image": {"upscaling_resize_w": 64, "upscaling_resize_h": 64},
+    "/sdapi/v1/extra-batch-images": {"upscaling_resize_w": 64, "upscaling_resize_h": 64},
+}
+
+
+def _valid_cap(path: str) -> Callable[[Any], Any]:
+    def cap(body: dict[str, Any]) -> dict[str, Any]:
+        out = {**VALID_DEFAULTS.get(path, {}), **body}
+        if "size" in out:  # OpenAI's "WxH": its default 512x512 is over this server's pixel budget
+            out["size"] = "64x64"
+        for key, limit in VALID_CAPS.items():
+            value = out.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value > limit:
+                out[key] = limit
+        return out
+
+    return cap
+
+
+def test_schema_valid_requests_succeed(server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Requests drawn within the documented schema mostly succeed: the fuzz test above would also pass a
+    server that answers 422 to everything; this one would not."""
+    get = partial(httpx.get, timeout=30)
+    spec = get(server + "/openapi.json").json()
+    names: dict[str, list[Any]] = {
+        "sampler_name": [s["name"] for s in get(server + "/sdapi/v1/samplers").json()],
+        "upscaler_1": [u["name"] for u in get(server + "/sdapi/v1/upscalers").json()],
+        "upscaler_2": [u["name"] for u in get(server + "/sdapi/v1/upscalers").json()],
+        "controlnet_module": get(server + "/controlnet/module_list").json()["module_list"],
+    }
+    if not get(server + "/sdapi/v1/face-restorers").json():  # face restoration needs a restorer installed
+        names |= {"gfpgan_visibility": [0], "codeformer_visibility": [0]}
+    ops = []
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            content = op.get("requestBody", {}).get("content", {}).get("application/json")
+            if content is not None and "{" not in path:
+                strategy = valid_object(content["schema"], names).map(_valid_cap(path))
+                ops.append((method.upper(), path, strategy))
+    assert len(ops) >= 8
+    outcome: dict[str, Counter[int]] = {}
+    refused: list[str] = []
+    client = httpx.Client(base_url=server, timeout=120)
+
+    # derandomize: the same draws every run, so the success rate is a property of the server, not of luck.
+    @settings(
+        max_examples=12,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(body=st.data())
+    def run_one(method: str, path: str, strategy: st.SearchStrategy[Any], body: st.DataObject) -> None:
+        r = client.request(method, path, **_json_body(body.draw(strategy)))
+        outcome.setdefault(path, Counter())[r.status_code] += 1
+        if r.status_code >= 300:
+            refused.append(f"{path} -> {r.status_code} {r.text[:200]}")
+
+    try:
+        for method, path, strategy in ops:
+            run_one(method, path, strategy)
+    finally:
+        client.close()
+    ok = sum(n for c in outcome.values() for code, n in c.items() if code < 300)
+    total = sum(sum(c.values()) for c in outcome.values())
+    with capsys.disabled():
+        print(f"\nvalid requests: {ok} of {total} succeeded; by route {outcome}")
+        for line in refused[:8]:
+            print("  refused", line)
+    assert all(any(code < 300 for code in c) for c in outcome.values()), outcome
+    assert ok >= 0.8 * total, refused[:10]

@@ -1,8 +1,9 @@
 """manifests/grafana-dashboard.json: valid, and every metric it queries is one that exists.
 
 knsd's metrics are checked against a real scrape of `knsd serve`'s /metrics; Knative's against the names its
-autoscaler and activator export (OpenCensus up to 1.18, OpenTelemetry from 1.19), as listed in
-../shared/docs/knative/traffic.md section 8.2 (read from knative/serving's metrics.go files).
+autoscaler and activator export (OpenCensus up to 1.18, OpenTelemetry from 1.19), derived from the metric
+definitions extracted from knative/serving's Go source into tests/data/knative_metrics.json (see its README)
+with each exporter's Prometheus naming rules.
 """
 
 from __future__ import annotations
@@ -21,17 +22,43 @@ from knsd.serve.settings import ServeSettings
 from tests.helpers import REPO, running
 
 DASHBOARD = REPO / "manifests" / "grafana-dashboard.json"
-KNATIVE = {
-    "autoscaler_desired_pods", "autoscaler_requested_pods", "autoscaler_actual_pods",
-    "autoscaler_not_ready_pods", "autoscaler_pending_pods", "autoscaler_terminating_pods",
-    "autoscaler_panic_mode", "autoscaler_stable_request_concurrency", "autoscaler_panic_request_concurrency",
-    "autoscaler_target_concurrency_per_pod", "autoscaler_excess_burst_capacity",
-    "activator_request_count", "activator_request_latencies_bucket", "activator_request_concurrency",
-    "kn_revision_pods_desired", "kn_revision_pods_requested", "kn_revision_pods_count",
-    "kn_revision_pods_not_ready_count", "kn_revision_pods_pending_count", "kn_revision_pods_terminating_count",
-    "kn_revision_panic_mode", "kn_revision_concurrency_stable", "kn_revision_concurrency_panic",
-    "kn_revision_concurrency_target", "kn_revision_request_concurrency",
-}  # fmt: skip
+
+
+def _opencensus_names(metric: dict[str, str]) -> set[str]:
+    """OpenCensus' Prometheus exporter: `<component>_<view>`; a distribution adds _bucket, _sum, _count."""
+    name = f"{metric['component']}_{metric['measure']}"
+    if metric["aggregation"] == "distribution":
+        return {name + "_bucket", name + "_sum", name + "_count"}
+    return {name}
+
+
+def _opentelemetry_names(metric: dict[str, str]) -> set[str]:
+    """OpenTelemetry's Prometheus exporter (UnderscoreEscapingWithSuffixes): dots become underscores,
+    `{annotation}` units are dropped, `s` adds `_seconds`, `/s` `_per_second`; monotonic counters get
+    `_total`, histograms _bucket, _sum, _count."""
+    name = metric["name"].replace(".", "_")
+    unit = re.sub(r"\{[^}]*\}", "", metric["unit"])
+    name += {"": "", "s": "_seconds", "/s": "_per_second"}[unit]
+    instrument = metric["instrument"]
+    if instrument.endswith("Histogram"):
+        return {name + "_bucket", name + "_sum", name + "_count"}
+    if instrument.endswith("Counter") and "UpDown" not in instrument:
+        return {name + "_total"}
+    return {name}
+
+
+def knative_metric_names() -> set[str]:
+    """Every Prometheus series name Knative's autoscaler and activator export, in both eras."""
+    data = json.loads((REPO / "tests" / "data" / "knative_metrics.json").read_text())
+    names: set[str] = set()
+    for metric in data["opencensus"]["metrics"]:
+        names |= _opencensus_names(metric)
+    for metric in data["opentelemetry"]["metrics"]:
+        names |= _opentelemetry_names(metric)
+    return names
+
+
+KNATIVE = knative_metric_names()
 # PromQL words that look like metric names: functions, aggregations, keywords.
 PROMQL = {
     "sum", "max", "min", "avg", "by", "without", "rate", "irate", "increase", "histogram_quantile", "or",
@@ -76,6 +103,17 @@ def exported(tiny_model: Any, cache: Path) -> set[str]:
             _, _, name, kind = line.split()
             names |= {name + s for s in ("_bucket", "_sum", "_count")} if kind == "histogram" else {name}
     return names
+
+
+def test_knative_names_from_the_source() -> None:
+    # Spot checks of the derivation against names Knative's own dashboards and docs use.
+    assert {
+        "autoscaler_desired_pods",
+        "activator_request_latencies_bucket",
+        "activator_request_count",
+    } <= KNATIVE
+    assert {"kn_revision_pods_desired", "kn_activator_stats_conn_errors_total"} <= KNATIVE
+    assert "kn_revision_rps_stable_per_second" in KNATIVE
 
 
 def test_metric_names_parser() -> None:

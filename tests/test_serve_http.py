@@ -52,6 +52,17 @@ def test_txt2img_response_shape(url: str) -> None:
     assert text == info["infotexts"][0]
 
 
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def _seed_of(b64: str) -> int:
+    match = re.search(r"Seed: (\d+)", Image.open(io.BytesIO(base64.b64decode(b64))).text["parameters"])
+    assert match is not None
+    return int(match.group(1))
+
+
 def test_same_seed_same_pixels_and_batch_seeds(url: str) -> None:
     batch = httpx.post(
         url + "/sdapi/v1/txt2img", json={**SMALL, "seed": 7, "batch_size": 2, "n_iter": 2}, timeout=60
@@ -59,12 +70,16 @@ def test_same_seed_same_pixels_and_batch_seeds(url: str) -> None:
     info = json.loads(batch.json()["info"])
     assert info["all_seeds"] == [7, 8, 9, 10]
     images = batch.json()["images"]
-    assert len(images) == 4
+    assert [_seed_of(image) for image in images] == [7, 8, 9, 10]  # each PNG names its own seed
     single = httpx.post(url + "/sdapi/v1/txt2img", json={**SMALL, "seed": 9}, timeout=60).json()["images"][0]
     again = httpx.post(url + "/sdapi/v1/txt2img", json={**SMALL, "seed": 9}, timeout=60).json()["images"][0]
+    # The same request on the same server is bit-identical.
     assert np.array_equal(_pixels(single), _pixels(again))
-    assert np.array_equal(_pixels(single), _pixels(images[2]))  # the third image has seed 7 + 2
-    assert not np.array_equal(_pixels(images[0]), _pixels(images[1]))
+    # Inside a batch, CPU kernels may pick other algorithms for another batch size (A1111 documents the
+    # same), so the third image (seed 7 + 2) matches seed 9 alone within a tolerance, not bit for bit:
+    # PSNR >= 40 dB is far above what any two different seeds give (below 20 dB on the tiny model).
+    assert _psnr(_pixels(single), _pixels(images[2])) >= 40
+    assert _psnr(_pixels(images[0]), _pixels(images[1])) < 20
 
 
 def test_a1111_default_request_is_512(url: str) -> None:

@@ -100,3 +100,30 @@ def test_basic_auth_and_bearer_token(tiny_model, cache: Path) -> None:
         assert httpx.get(url + "/sdapi/v1/samplers", headers=garbage).status_code == 401
         for open_path in ("/healthz", "/readyz", "/metrics"):
             assert httpx.get(url + open_path).status_code == 200
+
+
+def test_requests_the_model_cannot_serve_are_refused_before_they_wait(tiny_model, cache: Path) -> None:
+    """Model-dependent errors (clip skip past the text encoder's depth, composable diffusion's AND) are
+    decided when the request is admitted, as diffusers' check_inputs does: a 422 comes back while another
+    request still holds the pipeline, not after it."""
+    app = create_app(ServeSettings(cache=cache, max_queue=2, warmup=False), model=tiny_model)
+    with running(app, "/readyz") as url, ThreadPoolExecutor(1) as pool:
+        long_job = pool.submit(
+            httpx.post,
+            url + "/sdapi/v1/txt2img",
+            json={"prompt": "x", "width": 256, "height": 256, "steps": 150, "n_iter": 8},
+            timeout=600,
+        )
+        while httpx.get(url + "/sdapi/v1/progress").json()["state"]["job_count"] == 0:
+            assert not long_job.done(), long_job.result().text
+        bad = [
+            {"override_settings": {"CLIP_stop_at_last_layers": 12}},  # the tiny text encoder has 2 layers
+            {"prompt": "a cat AND a dog"},
+        ]
+        for fields in bad:
+            r = httpx.post(url + "/sdapi/v1/txt2img", json={**JOB, **fields}, timeout=60)
+            assert r.status_code == 422, r.text[:300]
+            state = httpx.get(url + "/sdapi/v1/progress").json()["state"]
+            assert state["job_count"] == 8, "the refusal waited for the running job"
+        httpx.post(url + "/sdapi/v1/interrupt")
+        assert long_job.result().status_code == 200

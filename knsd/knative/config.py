@@ -58,11 +58,6 @@ class AutoscalerConfig:
     max_scale: int = 0
     max_scale_limit: int = 0
 
-    @classmethod
-    def from_map(cls, data: Mapping[str, str]) -> AutoscalerConfig:
-        """Parse ConfigMap-style `key: value` strings over the defaults, then validate like Knative."""
-        return validate_config(parse_config(data))
-
 
 # key -> (field, kind)
 KEYS: dict[str, tuple[str, str]] = {

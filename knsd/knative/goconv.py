@@ -76,10 +76,6 @@ def format_duration(ns: int) -> str:
     return sign + out
 
 
-def seconds_to_ns(seconds: float) -> int:
-    return round(seconds * SECOND)
-
-
 def go_float(x: float) -> str:
     """Go's `%v` of a float64 (shortest representation, exponent past 1e21 or below 1e-4)."""
     if x == int(x) and abs(x) < 1e21:

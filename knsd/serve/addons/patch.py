@@ -124,10 +124,6 @@ class WeightPatcher:
         self._patched.clear()
         self._deltas.clear()
 
-    @property
-    def backup_bytes(self) -> int:
-        return sum(b.numel() * b.element_size() for _, b in self._backups.values())
-
 
 _SGM_ANY = re.compile(r"^(input_blocks|middle_block|output_blocks)_")
 _SGM = re.compile(r"^(input_blocks|middle_block|output_blocks)_(\d+)_(\d+)_(.*)$")

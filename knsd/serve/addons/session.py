@@ -207,10 +207,6 @@ class AddonSession:
         self._pending = still
         self._patch(ready)
 
-    def finish_loading(self) -> None:
-        """Patch every overlapped LoRA now (e.g. before a second pass)."""
-        self.on_step_end(1 << 30)
-
     def expand_prompt(self, text: str) -> str:
         """Multi-vector embedding names expanded for conditioning code that tokenizes itself."""
         return self.addons.embeddings.expand(text)

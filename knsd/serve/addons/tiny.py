@@ -1,8 +1,8 @@
 """Tiny add-ons for tests and the demo, built deterministically from a loaded tiny model.
 
 - `tiny-lora.safetensors`: a kohya LoRA (with LoCon conv layers) over the UNet and text encoder(s);
-- `tiny-canny.safetensors`: a ControlNet (diffusers layout, single file) made with `from_unet` whose
-  zero-initialised output convolutions are filled with small random values (a fresh ControlNet adds 0);
+- `tiny-canny.safetensors`: a ControlNet (diffusers layout, single file) made with `from_unet`, its hint
+  encoder and zero convolutions given random weights so that the control image steers the result;
 - `tiny-emb.safetensors`: a two-vector textual-inversion embedding in A1111's `emb_params` layout
   (`clip_l` + `clip_g` for SDXL).
 """
@@ -73,7 +73,14 @@ def write_lora(path: Path, components: dict[str, Any], peft: bool = False) -> Pa
 
 
 def controlnet_model(unet: Any) -> Any:
-    """A ControlNet from the UNet whose zero convs carry small random weights (so it changes images)."""
+    """A ControlNet from the UNet whose result depends on its control image.
+
+    A fresh `from_unet` ControlNet adds nothing (zero convolutions), and with PyTorch's default init its
+    hint encoder barely passes the control image on: residuals would then come from the latents alone.
+    So the hint encoder gets He-initialised weights and the zero convolutions small random ones, which
+    makes the control image's share of the residuals comparable to the latents' (as in a trained one)."""
+    import math
+
     import torch
     from diffusers import ControlNetModel
 
@@ -81,13 +88,13 @@ def controlnet_model(unet: Any) -> Any:
         torch.manual_seed(SEED)  # from_unet initialises the hint encoder from the global generator
         net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16, 16, 16)).float()
     gen = _generator()
-    zero_convs = [
-        *net.controlnet_down_blocks,
-        net.controlnet_mid_block,
-        net.controlnet_cond_embedding.conv_out,
-    ]
+    hint = net.controlnet_cond_embedding
     with torch.no_grad():
-        for conv in zero_convs:
+        for conv in (hint.conv_in, *hint.blocks):
+            fan_in = conv.weight[0].numel()
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * math.sqrt(2 / fan_in))
+            conv.bias.zero_()
+        for conv in (*net.controlnet_down_blocks, net.controlnet_mid_block, hint.conv_out):
             conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * 0.3)
     return net
 

@@ -95,7 +95,8 @@ DETECT_REQUEST = obj(
         "controlnet_processor_res": integer(default=-1),
         "controlnet_threshold_a": number(default=-1),
         "controlnet_threshold_b": number(default=-1),
-    }
+    },
+    required=("controlnet_input_images",),
 )
 
 

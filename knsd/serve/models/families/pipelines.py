@@ -9,7 +9,7 @@ from typing import Any
 
 from knsd.errors import ModelError
 from knsd.serve.models.families import SD1, SD2, Family, family_of_folder
-from knsd.serve.models.families.detect import Detected, detect, read_shapes
+from knsd.serve.models.families.detect import Detected
 
 
 def folder_family(path: Path) -> Family:
@@ -17,11 +17,6 @@ def folder_family(path: Path) -> Family:
     index = json.loads((path / "model_index.json").read_text())
     unet = path / "unet" / "config.json"
     return family_of_folder(index, json.loads(unet.read_text()) if unet.is_file() else None)
-
-
-def detect_file(path: Path) -> Detected:
-    """The family and config variant of a single-file checkpoint."""
-    return detect(path, read_shapes(path))
 
 
 def config_for(detected: Detected, cache: Path) -> Path:
