@@ -26,8 +26,8 @@ def encode_png(image: Any, parameters: str) -> str:
 _DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,")
 
 
-def decode_image(field: str, data: Any) -> Any:
-    """Decode a base64 image (optionally a `data:` URL) into an RGB PIL image."""
+def decode_image(field: str, data: Any, mode: str | None = "RGB") -> Any:
+    """Decode a base64 image (optionally a `data:` URL) into a PIL image in `mode` (None: as stored)."""
     from PIL import Image, UnidentifiedImageError
 
     if not isinstance(data, str) or not data:
@@ -43,7 +43,7 @@ def decode_image(field: str, data: Any) -> Any:
         raise InvalidField(
             field, "a base64-encoded image", f"{len(raw)} bytes", f"{field} is not a readable image"
         ) from exc
-    return image.convert("RGB")
+    return image if mode is None else image.convert(mode)
 
 
 def _keyword(key: str) -> bool:
