@@ -5,7 +5,11 @@ KnsdError                     base; `status` is the HTTP status, `exit_code` the
 │   ├── InvalidField (422)    a field of the wrong type or out of range; `field`, `allowed`, `received`
 │   └── PayloadTooLarge (413) a body over the configured limit
 ├── Unauthorized (401)        missing or wrong credentials
+├── NotFound (404)            no such job (or not the caller's)
+├── Conflict (409)            the request contradicts the resource's state (cancel a finished job)
+├── TooManyRequests (429)     over a tenant's rate or queue limit; `retry_after` seconds
 ├── Unavailable (503)         loading, draining or queue full; `retry_after` seconds
+├── GatewayTimeout (504)      no answer in time
 ├── ModelError (500)          a model could not be built, found or loaded
 ├── LocalRuntimeError         the local runtime failed to start, answer or stop
 ├── ClusterError              the Kubernetes API refused, failed or could not be reached
@@ -66,6 +70,26 @@ class PayloadTooLarge(BadRequest):
 
 class Unauthorized(KnsdError):
     status = 401
+
+
+class NotFound(KnsdError):
+    status = 404
+
+
+class Conflict(KnsdError):
+    status = 409
+
+
+class TooManyRequests(KnsdError):
+    status = 429
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class GatewayTimeout(KnsdError):
+    status = 504
 
 
 class Unavailable(KnsdError):

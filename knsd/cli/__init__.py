@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from knsd.cli import bench as _bench
+from knsd.cli import gateway as _gateway
 from knsd.cli import loadtest as _loadtest
 from knsd.cli import serve as _serve
 from knsd.cli import service as _service
@@ -28,6 +29,7 @@ app.command("status")(_service.status)
 app.command("delete")(_service.delete)
 app.command("simulate")(_simulate.simulate)
 app.command("bench")(_bench.bench)
+app.command("gateway")(_gateway.gateway)
 app.command(
     "loadtest",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},

@@ -1,0 +1,193 @@
+"""`knsd gateway` in front of a real `knsd serve` (tiny model), its state in a real `redis-server`: async jobs,
+synchronous requests through the same queue, cancel, final 4xx, bounds, forwarding and probes."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.gateway_helpers import (
+    SMALL,
+    Redis,
+    gateway,
+    job,
+    module_redis,
+    module_upstream,
+    prefix,
+    redis_server,
+    submit,
+    wait_job,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+LONG = {"prompt": "a long one", "width": 128, "height": 128, "steps": 30, "seed": 1}
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
+    yield from module_redis(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def upstream(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from module_upstream(cache, tmp_path_factory)
+
+
+def _images(upstream: str) -> float:
+    text = httpx.get(upstream + "/metrics").text
+    return float(re.search(r"^knsd_images_generated_total (\S+)$", text, re.M).group(1))
+
+
+def test_async_job_gets_202_location_and_the_result_a_direct_request_gets(
+    cache: Path, redis: Redis, upstream: str, tmp_path: Path
+) -> None:
+    with gateway(cache, upstream, redis.url, tmp_path / "gw.log", "--redis-prefix", prefix()) as gw:
+        body = {**SMALL, "seed": 42}
+        job_id = submit(gw.url, body)
+        done = wait_job(gw.url, job_id)
+        direct = httpx.post(upstream + "/sdapi/v1/txt2img", json=body, timeout=120).json()
+    assert done["status"] == "succeeded" and done["attempts"] == 1 and done["http_status"] == 200
+    assert done["result"]["images"] == direct["images"]  # the same seed through the queue: the same pixels
+    assert done["created"] <= done["started"] <= done["finished"]
+    assert done["route"] == "/sdapi/v1/txt2img" and done["id"] == job_id
+
+
+def test_sync_request_is_answered_as_the_pod_answers_and_leaves_no_job(
+    cache: Path, redis: Redis, upstream: str, tmp_path: Path
+) -> None:
+    with gateway(cache, upstream, redis.url, tmp_path / "gw.log", "--redis-prefix", prefix()) as gw:
+        r = httpx.post(gw.url + "/sdapi/v1/txt2img", json={**SMALL, "seed": 7}, timeout=120)
+        assert r.status_code == 200 and len(r.json()["images"]) == 1
+        assert r.headers["x-knsd-cache"] == "miss" and r.headers["x-knsd-attempts"] == "1"
+        assert httpx.get(f"{gw.url}/jobs/{r.headers['x-knsd-job']}").status_code == 404  # answered once, gone
+        bad = httpx.post(gw.url + "/sdapi/v1/txt2img", json={**SMALL, "width": 500}, timeout=120)
+        openai = httpx.post(
+            gw.url + "/v1/images/generations", json={"prompt": "x", "size": "64x64", "steps": 2}
+        )
+    assert bad.status_code == 422 and bad.json()["field"] == "width"  # the pod's own answer, passed through
+    assert openai.status_code == 200 and len(openai.json()["data"]) == 1
+
+
+def test_a_4xx_is_final_and_never_retried(cache: Path, redis: Redis, upstream: str, tmp_path: Path) -> None:
+    with gateway(cache, upstream, redis.url, tmp_path / "gw.log", "--redis-prefix", prefix()) as gw:
+        done = wait_job(gw.url, submit(gw.url, {**SMALL, "steps": 9999}))
+        assert gw.metric("knsd_gateway_retries_total") == 0
+    assert done["status"] == "failed" and done["http_status"] == 422 and done["attempts"] == 1
+    assert done["error"]["field"] == "steps" and "result" not in done
+
+
+def test_delete_cancels_a_queued_job_which_never_reaches_the_pod(
+    cache: Path, redis: Redis, upstream: str, tmp_path: Path
+) -> None:
+    flags = ("--redis-prefix", prefix(), "--max-inflight", "1")
+    with gateway(cache, upstream, redis.url, tmp_path / "gw.log", *flags) as gw:
+        before = _images(upstream)
+        running = submit(gw.url, LONG)
+        wait_job(gw.url, running, until=("running",), timeout=60)
+        queued = submit(gw.url, {**SMALL, "seed": 3})
+        assert job(gw.url, queued)["status"] == "queued"  # the one slot is taken
+        r = httpx.delete(f"{gw.url}/jobs/{queued}")
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        assert httpx.delete(f"{gw.url}/jobs/{queued}").status_code == 409  # already final
+        # The running one is cut upstream: the gateway stops waiting for it and its slot frees.
+        cut = httpx.delete(f"{gw.url}/jobs/{running}")
+        assert cut.status_code == 200 and cut.json()["status"] == "cancelled"
+        after = wait_job(gw.url, submit(gw.url, {**SMALL, "seed": 4}))
+        assert gw.metric("knsd_gateway_running_jobs") == 0
+    cancelled = job_of(redis, queued)
+    assert after["status"] == "succeeded"
+    assert cancelled["status"] == "cancelled" and cancelled["attempts"] == "0" and "started" not in cancelled
+    # The long one ran (the pod finishes it until pods stop on a disconnect) and the last one: never the cancelled.
+    assert _images(upstream) - before == 2
+
+
+def job_of(server: Redis, job_id: str) -> dict[str, str]:
+    """A job's hash as redis-cli sees it (any prefix)."""
+    keys = [k for k in server.cli("--scan", "--pattern", f"*:job:{job_id}").split() if k]
+    assert len(keys) == 1, keys
+    lines = server.cli("HGETALL", keys[0]).splitlines()
+    return dict(zip(lines[::2], lines[1::2], strict=False))
+
+
+def test_in_flight_bound_is_shared_by_sync_and_async(
+    cache: Path, redis: Redis, upstream: str, tmp_path: Path
+) -> None:
+    flags = ("--redis-prefix", prefix(), "--max-inflight", "1")
+    with gateway(cache, upstream, redis.url, tmp_path / "gw.log", *flags) as gw:
+        first = submit(gw.url, {**SMALL, "steps": 40, "width": 128, "height": 128})
+        results: list[httpx.Response] = []
+        sync = threading.Thread(
+            target=lambda: results.append(httpx.post(gw.url + "/sdapi/v1/txt2img", json=SMALL, timeout=180))
+        )
+        sync.start()
+        later = submit(gw.url, {**SMALL, "seed": 11})
+        seen_inflight = set()
+        while not results:
+            seen_inflight.add(gw.metric("knsd_gateway_inflight_requests"))
+            sync.join(0.05)
+        sync.join()
+        assert wait_job(gw.url, later)["status"] == "succeeded"
+        assert wait_job(gw.url, first)["status"] == "succeeded"
+    assert results[0].status_code == 200  # queued in Redis behind the async job, not refused
+    assert seen_inflight <= {0.0, 1.0}
+
+
+def test_bounds_and_bad_input_are_clear_4xx(cache: Path, redis: Redis, upstream: str, tmp_path: Path) -> None:
+    flags = ("--redis-prefix", prefix(), "--max-body-mb", "0.01")
+    with gateway(cache, upstream, redis.url, tmp_path / "gw.log", *flags) as gw:
+        big = httpx.post(gw.url + "/sdapi/v1/txt2img", json={"prompt": "x" * 20000})
+        broken = httpx.post(
+            gw.url + "/sdapi/v1/txt2img", content=b"{nope", headers={"Content-Type": "application/json"}
+        )
+        stream = httpx.post(gw.url + "/v1/images/generations", json={"prompt": "x", "stream": True})
+        clip = httpx.post(gw.url + "/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 2})
+        title = httpx.get(upstream + "/sdapi/v1/options").json()["sd_model_checkpoint"]
+        same_model = httpx.post(gw.url + "/sdapi/v1/options", json={"sd_model_checkpoint": title})
+        missing = httpx.get(gw.url + "/jobs/does-not-exist")
+        listed = httpx.get(gw.url + "/sdapi/v1/sd-models")
+    assert big.status_code == 413 and "limit" in big.json()["detail"]
+    assert broken.status_code == 400 and "JSON" in broken.json()["detail"]
+    assert stream.status_code == 422 and stream.json()["field"] == "stream"
+    assert clip.status_code == 422 and clip.json()["field"] == "CLIP_stop_at_last_layers"
+    assert same_model.status_code == 200
+    assert missing.status_code == 404
+    assert listed.status_code == 200 and listed.json() == httpx.get(upstream + "/sdapi/v1/sd-models").json()
+
+
+def test_readyz_follows_redis_and_healthz_does_not(cache: Path, upstream: str, tmp_path: Path) -> None:
+    with redis_server(tmp_path / "own-redis") as own:
+        with gateway(cache, upstream, own.url, tmp_path / "gw.log") as gw:
+            assert httpx.get(gw.url + "/readyz").status_code == 200
+            own.stop()
+            down = httpx.get(gw.url + "/readyz")
+            queued = httpx.post(gw.url + "/sdapi/v1/txt2img", json=SMALL, headers={"Prefer": "respond-async"})
+            assert httpx.get(gw.url + "/healthz").status_code == 200
+            assert gw.metric("knsd_gateway_redis_up") == 0
+    assert down.status_code == 503 and down.json()["status"] == "redis unreachable"
+    assert queued.status_code == 503 and queued.headers["retry-after"] and "Redis" in queued.json()["detail"]
+
+
+def test_sync_request_accepting_an_event_stream_gets_events(
+    cache: Path, redis: Redis, upstream: str, tmp_path: Path
+) -> None:
+    with gateway(cache, upstream, redis.url, tmp_path / "gw.log", "--redis-prefix", prefix()) as gw:
+        headers = {"Accept": "text/event-stream"}
+        with httpx.stream(
+            "POST", gw.url + "/sdapi/v1/txt2img", json={**SMALL, "seed": 8}, headers=headers, timeout=120
+        ) as r:
+            kind = r.headers["content-type"]
+            text = r.read().decode()
+        refused = httpx.post(gw.url + "/sdapi/v1/txt2img", content=b"[]", headers=headers)
+    assert kind.startswith("text/event-stream")
+    events = [block for block in text.split("\n\n") if block.startswith("event:")]
+    assert events[-1].startswith("event: result\ndata: ") and len(events) == text.count("event: ")
+    assert all(e.startswith("event: progress\n") for e in events[:-1])
+    result = json.loads(events[-1].split("data: ", 1)[1])
+    assert len(result["images"]) == 1
+    assert refused.status_code == 400 and refused.headers["content-type"].startswith("application/json")
