@@ -98,10 +98,13 @@ def test_a_stock_client_body_is_accepted(url: str) -> None:
     del body["enable_hr"]
     r = httpx.post(url + "/sdapi/v1/img2img", json=body, timeout=120)
     assert r.status_code == 200, r.text
-    # DDIM reads eta; Euler a only runs with A1111's default 1
-    assert (
-        httpx.post(url + "/sdapi/v1/txt2img", json={**SMALL, "sampler_name": "DDIM", "eta": 0.5}).status_code
-        == 200
+    # DDIM and Euler a read eta (A1111's infotext keys), a negative one is refused by name
+    for sampler, key in (("DDIM", "Eta DDIM"), ("Euler a", "Eta")):
+        r = httpx.post(
+            url + "/sdapi/v1/txt2img", json={**SMALL, "sampler_name": sampler, "eta": 0.5}, timeout=120
+        )
+        assert r.status_code == 200 and f"{key}: 0.5" in json.loads(r.json()["info"])["infotexts"][0]
+    bad = httpx.post(
+        url + "/sdapi/v1/txt2img", json={**SMALL, "sampler_name": "Euler a", "eta": -0.5}, timeout=120
     )
-    bad = httpx.post(url + "/sdapi/v1/txt2img", json={**SMALL, "sampler_name": "Euler a", "eta": 0.5})
     assert bad.status_code == 422 and bad.json()["field"] == "eta"

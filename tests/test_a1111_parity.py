@@ -113,7 +113,7 @@ def test_fields_knsd_cannot_honour_are_refused() -> None:
         ({"restore_faces": True}, "restore_faces"),
         ({"tiling": True}, "tiling"),
         ({"script_name": "x/y/z plot"}, "script_name"),
-        ({"override_settings": {"eta_noise_seed_delta": 31337}}, "override_settings.eta_noise_seed_delta"),
+        ({"override_settings": {"randn_source": "GPU"}}, "override_settings.randn_source"),
         ({"override_settings": {"made_up": 1}}, "override_settings.made_up"),
         (
             {"override_settings": {"CLIP_stop_at_last_layers": 13}},

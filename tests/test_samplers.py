@@ -27,7 +27,8 @@ def test_scheduler_field_and_aliases() -> None:
     choice = resolve_sampler("k_euler_a", "karras")
     assert choice.sampler == "Euler a" and choice.schedule == "Karras"
     assert dict(choice.options) == {"use_karras_sigmas": True}
-    assert resolve_sampler("DPM++ 2M SDE", None).options == (("algorithm_type", "sde-dpmsolver++"),) + tuple(
+    # DPM++ 2M SDE runs on k-diffusion sigmas with A1111's Exponential schedule for "Automatic"
+    assert resolve_sampler("DPM++ 2M SDE", None).options == tuple(
         sorted({"timestep_spacing": "linspace", "use_exponential_sigmas": True}.items())
     )
 

@@ -10,6 +10,7 @@ from typing import Any
 from knsd import __version__
 from knsd.serve.api.hires import hires_infotext
 from knsd.serve.api.request import GenerationRequest
+from knsd.serve.api.sampling import resolve
 from knsd.serve.prompts.parser import prompt_schedules
 
 
@@ -42,6 +43,22 @@ def _hires_items(req: GenerationRequest) -> list[tuple[str, Any]]:
     return items
 
 
+def sampler_items(req: GenerationRequest) -> list[tuple[str, Any]]:
+    """Eta / Eta DDIM / Sigma churn, ... as A1111's samplers add them: the first pass's, then any new key of
+    the hires pass's sampler."""
+    items = list(req.sampler_params.infotext)
+    if req.hires is not None:
+        seen = {key for key, _ in items}
+        items.extend(
+            kv for kv in resolve(req.sampling, req.hires.sampler.sampler).infotext if kv[0] not in seen
+        )
+    return items
+
+
+def _writes_ensd(req: GenerationRequest) -> bool:
+    return req.sampler_params.writes_ensd
+
+
 def infotext(
     req: GenerationRequest,
     seed: int,
@@ -69,9 +86,12 @@ def infotext(
         fields.append(("Denoising strength", req.denoising_strength))
     if req.prompt_options.clip_skip > 1:
         fields.append(("Clip skip", req.prompt_options.clip_skip))
+    if _writes_ensd(req):
+        fields.append(("ENSD", req.sampler_params.ensd))
     fields.append(("RNG", "CPU"))  # knsd draws noise on CPU generators (A1111's randn_source CPU)
     fields.extend(_hires_items(req))
     fields.extend((extra or {}).items())
+    fields.extend(sampler_items(req))
     if req.use_old_scheduling and any(
         prompt_schedules(text, req.steps, None, True) != prompt_schedules(text, req.steps)
         for text in (req.cond_prompt, req.cond_negative)
@@ -94,7 +114,7 @@ def info(
     """The object A1111 serialises into the response's `info` string (`Processed.js()`)."""
     seeds, subseeds = req.seeds, req.subseeds
     count = len(seeds)
-    extra_params = {k: v for k, v in _hires_items(req)} | dict(extra or {})
+    extra_params = {k: v for k, v in _hires_items(req)} | dict(extra or {}) | dict(sampler_items(req))
     return {
         "prompt": req.prompt,
         "all_prompts": [req.prompt] * count,

@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from knsd.errors import InvalidField
+from knsd.serve.api.sampling import SAMPLER_OPTIONS
 
 # Fields that change nothing a client receives from knsd (A1111 saves files / tracks tasks with them).
 IGNORED_FIELDS = (
@@ -46,10 +47,6 @@ _NEUTRAL: dict[str, tuple[tuple[Any, ...], str]] = {
     "latent_mask": ((None, ""), "null: inpainting is not supported by knsd"),
     "firstphase_width": ((None, 0), "0: the legacy first-phase size is not supported; use width"),
     "firstphase_height": ((None, 0), "0: the legacy first-phase size is not supported; use height"),
-    "s_churn": ((None, 0, 0.0), "0 (knsd's samplers have no churn)"),
-    "s_tmin": ((None, 0, 0.0), "0 (knsd's samplers have no churn)"),
-    "s_tmax": ((None, 0, 0.0, math.inf), "null or 0 (knsd's samplers have no churn)"),
-    "s_noise": ((None, 1, 1.0), "1 (knsd's samplers use unit noise)"),
     "s_min_uncond": ((None, 0, 0.0), "0 (negative guidance minimum sigma is not supported)"),
     "initial_noise_multiplier": ((None, 1, 1.0), "1 (the noise multiplier is not supported)"),
     "token_merging_ratio": ((None, 0, 0.0), "0 (token merging is not supported)"),
@@ -72,32 +69,6 @@ def _among(value: Any, fine: tuple[Any, ...]) -> bool:
     return False
 
 
-# eta: DDIM takes it (knsd passes it on); ancestral and SDE samplers use A1111's default 1.0; the others
-# never read it, in A1111 either.
-ETA_HONOURED = frozenset({"DDIM"})
-ETA_FIXED_AT_ONE = frozenset({"Euler a", "DPM2 a", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 3M SDE"})
-
-
-def check_eta(value: Any, sampler: str) -> float | None:
-    """The eta to pass to the pipeline (DDIM only); a value a sampler cannot use is a 422."""
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise InvalidField("eta", "a non-negative number", value)
-    if sampler in ETA_HONOURED:
-        return float(value)
-    if sampler in ETA_FIXED_AT_ONE and value != 1:
-        raise InvalidField(
-            "eta", f"1 (or null) with sampler {sampler}: knsd's {sampler} uses A1111's default", value
-        )
-    return None
-
-
 def check_neutral_fields(body: dict[str, Any]) -> None:
     """Refuse any field whose value would ask for a feature knsd does not have."""
     for key, (fine, allowed) in _NEUTRAL.items():
@@ -114,11 +85,11 @@ GENERATION_OPTIONS: dict[str, Any] = {
     "sdxl_clip_l_skip": False,
     "use_old_scheduling": False,
     "enable_prompt_comments": True,
+    **SAMPLER_OPTIONS,  # eta_ancestral, eta_ddim, s_churn, s_tmin, s_tmax, s_noise, eta_noise_seed_delta
 }
 # Keys accepted only at these values (A1111 defaults or what knsd does anyway).
 _FIXED_OPTIONS: dict[str, tuple[Any, ...]] = {
     "samples_format": ("png",),
-    "eta_noise_seed_delta": (0,),
     "randn_source": ("CPU",),
     "sd_vae": ("Automatic", "None"),
     "pad_cond_uncond": (False,),
@@ -134,9 +105,6 @@ _FIXED_OPTIONS: dict[str, tuple[Any, ...]] = {
     "img2img_fix_steps": (False,),
     "initial_noise_multiplier": (1, 1.0),
     "img2img_extra_noise": (0, 0.0),
-    "s_churn": (0, 0.0),
-    "s_tmin": (0, 0.0),
-    "s_noise": (1, 1.0),
     "s_min_uncond": (0, 0.0),
 }
 # Keys that change nothing knsd returns (saving, UI, previews, infotext cosmetics knsd always applies).
@@ -162,6 +130,10 @@ def _check_type(key: str, value: Any, default: Any, prefix: str) -> Any:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidField(prefix + key, "an integer", value)
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InvalidField(prefix + key, "a finite number", value)
         return value
     if not isinstance(value, str):
         raise InvalidField(prefix + key, "a string", value)

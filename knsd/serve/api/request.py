@@ -10,8 +10,15 @@ from knsd.errors import InvalidField
 from knsd.serve.api.fields import flag, integer, number, optional_text, require_object, text
 from knsd.serve.api.hires import FirstPass, HiresSpec, parse_hires
 from knsd.serve.api.images import decode_image
-from knsd.serve.api.policy import GENERATION_OPTIONS, check_eta, check_neutral_fields, generation_options
+from knsd.serve.api.policy import GENERATION_OPTIONS, check_neutral_fields, generation_options
 from knsd.serve.api.samplers import SamplerChoice, resolve_sampler
+from knsd.serve.api.sampling import (
+    SamplerParams,
+    SamplingFields,
+    check_sampler_params,
+    parse_sampling,
+    resolve,
+)
 from knsd.serve.prompts.chunks import EMPHASIS_MODES
 from knsd.serve.prompts.conditioning import PromptOptions
 from knsd.serve.prompts.parser import parse_extra_networks, strip_comments
@@ -52,7 +59,7 @@ class GenerationRequest:
     hires: HiresSpec | None = None
     styles: tuple[str, ...] = ()
     include_init_images: bool = False
-    eta: float | None = None  # DDIM's eta (policy.check_eta)
+    sampling: SamplingFields = SamplingFields()  # eta, s_churn, ... as given, and their options
     addons: Any = None  # knsd.serve.addons.AddonRequest (LoRA tags, ControlNet units), set by the routes
 
     @property
@@ -65,6 +72,11 @@ class GenerationRequest:
     def subseeds(self) -> list[int]:
         """Every image's variation seed: subseed, subseed+1, ... (A1111's all_subseeds)."""
         return [self.subseed + i for i in range(self.batch_size * self.n_iter)]
+
+    @property
+    def sampler_params(self) -> SamplerParams:
+        """The first pass's sampler parameters (A1111's resolution for this sampler)."""
+        return resolve(self.sampling, self.sampler.sampler)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -171,13 +183,15 @@ def parse_txt2img(
         seed_resize_from_w=resize_w,
         styles=tuple(styles or ()),
     )
-    req = replace(req, eta=check_eta(body.get("eta"), req.sampler.sampler))
+    req = replace(req, sampling=parse_sampling(body, opts))
+    check_sampler_params(req.sampling, req.sampler.sampler)
     if flag(body, "enable_hr", False):
         first = FirstPass(req.width, req.height, req.sampler, req.prompt, req.negative_prompt)
         hires = parse_hires(body, first, max_pixels)
         if opts["enable_prompt_comments"]:
             hr_prompt, hr_negative = strip_comments(hires.prompt), strip_comments(hires.negative_prompt)
             hires = replace(hires, prompt=hr_prompt, negative_prompt=hr_negative)
+        check_sampler_params(req.sampling, hires.sampler.sampler)
         req = replace(req, hires=hires, denoising_strength=hires.denoising_strength)
     return req
 

@@ -1,7 +1,9 @@
 """A1111 sampler and schedule-type names mapped to diffusers schedulers (pure, no torch).
 
-The table follows diffusers' own A1111 mapping (docs/source/en/api/schedulers/overview.md). DDIM, PLMS,
-UniPC and DPM++ 3M SDE are not in that table: their mapping here is knsd's reading of the algorithms.
+The table follows diffusers' own A1111 mapping (docs/source/en/api/schedulers/overview.md), in A1111's order.
+DDIM, PLMS and UniPC are not in that table: their mapping here is knsd's reading of the algorithms. The
+stochastic samplers (ancestral, SDE, DDIM with eta, Euler with churn) run on knsd's subclasses of these
+schedulers (knsd.serve.generate.samplers), which follow k-diffusion as A1111 calls it.
 """
 
 from __future__ import annotations
@@ -22,30 +24,74 @@ class Sampler:
     aliases: tuple[str, ...] = ()
     # The schedule type A1111 uses for "Automatic" with this sampler.
     default_schedule: str = "Automatic"
+    # What A1111's /sdapi/v1/samplers lists as the sampler's options.
+    a1111_options: dict[str, str] = field(default_factory=dict)
 
 
 SAMPLERS: tuple[Sampler, ...] = (
-    Sampler("DPM++ 2M", "DPMSolverMultistepScheduler", aliases=("k_dpmpp_2m",), default_schedule="Karras"),
+    Sampler(
+        "DPM++ 2M",
+        "DPMSolverMultistepScheduler",
+        aliases=("k_dpmpp_2m",),
+        default_schedule="Karras",
+        a1111_options={"scheduler": "karras"},
+    ),
+    Sampler(
+        "DPM++ SDE",
+        "DPMSolverSDEScheduler",
+        aliases=("k_dpmpp_sde",),
+        default_schedule="Karras",
+        a1111_options={"scheduler": "karras", "second_order": "True", "brownian_noise": "True"},
+    ),
+    # knsd runs the multistep SDE samplers on k-diffusion sigmas (knsd.serve.generate.samplers.sde).
     Sampler(
         "DPM++ 2M SDE",
-        "DPMSolverMultistepScheduler",
-        {"algorithm_type": "sde-dpmsolver++"},
+        "EulerDiscreteScheduler",
         aliases=("k_dpmpp_2m_sde",),
         default_schedule="Exponential",
+        a1111_options={"scheduler": "exponential", "brownian_noise": "True"},
+    ),
+    Sampler(
+        "DPM++ 2M SDE Heun",
+        "EulerDiscreteScheduler",
+        aliases=("k_dpmpp_2m_sde_heun",),
+        default_schedule="Exponential",
+        a1111_options={"scheduler": "exponential", "brownian_noise": "True", "solver_type": "heun"},
     ),
     Sampler(
         "DPM++ 3M SDE",
-        "DPMSolverMultistepScheduler",
-        {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
+        "EulerDiscreteScheduler",
+        aliases=("k_dpmpp_3m_sde",),
         default_schedule="Exponential",
+        a1111_options={
+            "scheduler": "exponential",
+            "discard_next_to_last_sigma": "True",
+            "brownian_noise": "True",
+        },
     ),
-    Sampler("DPM++ SDE", "DPMSolverSinglestepScheduler", aliases=("k_dpmpp_sde",), default_schedule="Karras"),
-    Sampler("DPM2", "KDPM2DiscreteScheduler", aliases=("k_dpm_2",), default_schedule="Karras"),
-    Sampler("DPM2 a", "KDPM2AncestralDiscreteScheduler", aliases=("k_dpm_2_a",), default_schedule="Karras"),
-    Sampler("Euler a", "EulerAncestralDiscreteScheduler", aliases=("k_euler_a", "k_euler_ancestral")),
+    Sampler(
+        "Euler a",
+        "EulerAncestralDiscreteScheduler",
+        aliases=("k_euler_a", "k_euler_ancestral"),
+        a1111_options={"uses_ensd": "True"},
+    ),
     Sampler("Euler", "EulerDiscreteScheduler", aliases=("k_euler",)),
     Sampler("LMS", "LMSDiscreteScheduler", aliases=("k_lms",)),
-    Sampler("Heun", "HeunDiscreteScheduler", aliases=("k_heun",)),
+    Sampler("Heun", "HeunDiscreteScheduler", aliases=("k_heun",), a1111_options={"second_order": "True"}),
+    Sampler(
+        "DPM2",
+        "KDPM2DiscreteScheduler",
+        aliases=("k_dpm_2",),
+        default_schedule="Karras",
+        a1111_options={"scheduler": "karras", "second_order": "True"},
+    ),
+    Sampler(
+        "DPM2 a",
+        "KDPM2AncestralDiscreteScheduler",
+        aliases=("k_dpm_2_a",),
+        default_schedule="Karras",
+        a1111_options={"scheduler": "karras", "uses_ensd": "True", "second_order": "True"},
+    ),
     Sampler("DDIM", "DDIMScheduler", aliases=("ddim",)),
     Sampler("PLMS", "PNDMScheduler", {"skip_prk_steps": True}, aliases=("plms", "PNDM")),
     Sampler("UniPC", "UniPCMultistepScheduler", aliases=("unipc",)),
@@ -76,6 +122,7 @@ _SCHEDULE_ALIASES = {
 _SIGMA_SCHEDULERS = {
     "DPMSolverMultistepScheduler",
     "DPMSolverSinglestepScheduler",
+    "DPMSolverSDEScheduler",
     "KDPM2DiscreteScheduler",
     "KDPM2AncestralDiscreteScheduler",
     "EulerDiscreteScheduler",

@@ -15,6 +15,7 @@ from typing import Any
 from knsd.errors import InvalidField
 from knsd.serve.api.request import GenerationRequest
 from knsd.serve.api.samplers import scheduler_for
+from knsd.serve.api.sampling import check_sampler_params
 from knsd.serve.generate.noise import SeedSpec
 from knsd.serve.generate.passes import Passes, family_name
 from knsd.serve.generate.progress import Generation, Progress
@@ -78,6 +79,10 @@ class Engine:
         sampler rules, extra networks, clip skip, AND and the prompt syntax of every pass (diffusers'
         `check_inputs`). Cheap: it runs when the request is admitted, before it waits for the pipeline."""
         check_request(self.model, req)
+        if family_name(self.model) == "sd3":  # flow-matching Euler has no churn
+            check_sampler_params(req.sampling, req.sampler.sampler, frozenset())
+            if req.hires is not None:
+                check_sampler_params(req.sampling, req.hires.sampler.sampler, frozenset())
         if req.hires is not None:
             check_size(self.model.family, *req.hires.output_size)
             scheduler_for(family_name(self.model), req.hires.sampler, dict(self.passes.base_config), True)

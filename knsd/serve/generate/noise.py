@@ -77,3 +77,32 @@ def first_noise(shape: tuple[int, int, int], spec: SeedSpec) -> tuple[Any, list[
             noise = x
         xs.append(noise)
     return torch.stack(xs), generators
+
+
+class SamplerNoise:
+    """The noise a sampler draws after the initial noise (A1111's `ImageRNG.next`): one draw per image
+    from that image's generator, which goes on from the first draw, or restarts at seed + ENSD
+    (`eta_noise_seed_delta`) when that option is set. One per sampling pass; not shared between requests."""
+
+    def __init__(self, seeds: tuple[int, ...], ensd: int = 0) -> None:
+        self.seeds = seeds
+        self.ensd = ensd
+        self.generators: list[Any] = []
+
+    def after_first(self, generators: list[Any]) -> None:
+        """The generators as the first draw left them (replaced by seed + ENSD ones when ENSD is set)."""
+        import torch
+
+        if self.ensd:
+            generators = [torch.Generator("cpu").manual_seed(int(s) + self.ensd) for s in self.seeds]
+        self.generators = list(generators)
+
+    def next(self, like: Any) -> Any:
+        """A (B, C, H, W) standard normal draw shaped like `like` (B = this pass's images), on its device."""
+        import torch
+
+        if not self.generators:
+            self.after_first([torch.Generator("cpu").manual_seed(int(s)) for s in self.seeds])
+        shape = tuple(int(n) for n in like.shape[1:])
+        drawn = [torch.randn(shape, generator=g) for g in self.generators]
+        return torch.stack(drawn).to(device=like.device, dtype=like.dtype)

@@ -13,9 +13,11 @@ from typing import Any
 from knsd.serve.api.hires import HiresSpec
 from knsd.serve.api.request import GenerationRequest
 from knsd.serve.api.samplers import SamplerChoice, scheduler_for
+from knsd.serve.api.sampling import SamplerParams, resolve
 from knsd.serve.generate.hires import crop_latents, upscale_latents
-from knsd.serve.generate.noise import SeedSpec, first_noise
+from knsd.serve.generate.noise import SamplerNoise, SeedSpec, first_noise
 from knsd.serve.generate.progress import Progress
+from knsd.serve.generate.samplers import OWN_SCHEDULERS, SamplerRun, build
 from knsd.serve.generate.upscale import upscale_image
 from knsd.serve.models.loader import LoadedModel
 from knsd.serve.prompts.guidance import PassConds, uneven_cfg
@@ -31,9 +33,14 @@ class Pass:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def _eta(req: GenerationRequest, sampler: SamplerChoice) -> dict[str, Any]:
-    """DDIM's eta when the request gave one (diffusers reads it only for DDIM)."""
-    return {"eta": req.eta} if req.eta is not None and sampler.sampler == "DDIM" else {}
+def _eta(run: SamplerRun, sampler: SamplerChoice) -> dict[str, Any]:
+    """DDIM's eta (the pipeline hands it to the scheduler only for DDIM)."""
+    return {"eta": run.params.eta} if sampler.sampler == "DDIM" else {}
+
+
+def _run(params: SamplerParams, spec: SeedSpec) -> SamplerRun:
+    """A pass's sampler state: its parameters and the noise its steps will draw."""
+    return SamplerRun(params, SamplerNoise(spec.seeds, params.ensd))
 
 
 def _size_kwargs(pipe: Any, width: int, height: int) -> dict[str, Any]:
@@ -65,9 +72,14 @@ class Passes:
         self.skip_flag = threading.Event()  # /sdapi/v1/skip: end the current batch, go on with the next
         self.addon: Any = None  # the running request's AddonSession
 
-    def scheduler(self, choice: SamplerChoice, img2img: bool = False) -> Any:
+    def scheduler(self, choice: SamplerChoice, run: SamplerRun, img2img: bool = False) -> Any:
         # The family maps A1111's sampler to its scheduler (SD 3.x: flow-matching ones).
-        key = scheduler_for(family_name(self.model), choice, dict(self.base_config), img2img)
+        family = family_name(self.model)
+        key = scheduler_for(family, choice, dict(self.base_config), img2img)
+        if family != "sd3" and choice.sampler in OWN_SCHEDULERS:
+            return build(
+                choice.sampler, self.base_config, dict(key[1]), run
+            )  # fresh: it holds the pass's noise
         if key not in self.schedulers:
             import diffusers
 
@@ -84,15 +96,17 @@ class Passes:
 
     def txt2img(self, req: GenerationRequest, spec: SeedSpec, conds: PassConds | None, output: str) -> Any:
         pipe = self.model.txt2img
-        pipe.scheduler = self.scheduler(req.sampler)
+        run = _run(req.sampler_params, spec)
+        pipe.scheduler = self.scheduler(req.sampler, run)
         channels = int(self.model.family.latent_channels)
         scale = int(getattr(pipe, "vae_scale_factor", 8))
         latents, generators = first_noise((channels, req.height // scale, req.width // scale), spec)
+        run.noise.after_first(generators)
         kwargs = {
             **self.prompt_kwargs(req, conds, req.cond_prompt, req.cond_negative),
             "num_inference_steps": req.steps,
             "guidance_scale": req.cfg_scale,
-            **_eta(req, req.sampler),
+            **_eta(run, req.sampler),
             "generator": generators,
             "latents": latents.to(device=pipe.device, dtype=pipe.dtype if hasattr(pipe, "dtype") else None),
             "width": req.width,
@@ -105,18 +119,19 @@ class Passes:
         import torch
 
         pipe = self.model.img2img
-        pipe.scheduler = self.scheduler(req.sampler, img2img=True)
+        run = _run(req.sampler_params, spec)
+        pipe.scheduler = self.scheduler(req.sampler, run, img2img=True)
         kwargs = {
             **self.prompt_kwargs(req, conds, req.cond_prompt, req.cond_negative),
             "num_inference_steps": req.steps,
             "guidance_scale": req.cfg_scale,
-            **_eta(req, req.sampler),
+            **_eta(run, req.sampler),
             "generator": [torch.Generator("cpu").manual_seed(int(s)) for s in spec.seeds],
             "image": req.init_image,
             "strength": req.denoising_strength,
             **_size_kwargs(pipe, req.width, req.height),
         }
-        return self.run_with_noise(Pass(pipe, conds, kwargs), req.steps, spec)
+        return self.run_with_noise(Pass(pipe, conds, kwargs), req.steps, spec, run)
 
     def decode(self, latents: Any) -> list[Any]:
         pipe = self.model.txt2img
@@ -154,28 +169,32 @@ class Passes:
         # A1111 runs exactly `steps` steps: the tail of a schedule of int(steps / strength) steps.
         total = max(int(steps / min(hr.denoising_strength, 0.999)), steps)
         pipe = self.model.img2img
-        pipe.scheduler = self.scheduler(hr.sampler, img2img=True)
+        sampler = _run(resolve(req.sampling, hr.sampler.sampler), spec)
+        pipe.scheduler = self.scheduler(hr.sampler, sampler, img2img=True)
         hr_prompt = parse_extra_networks(hr.prompt)[0]
         kwargs = {
             **self.prompt_kwargs(req, conds, hr_prompt, hr.negative_prompt),
             "num_inference_steps": total,
             "strength": min((steps + 0.5) / total, 1.0),
             "guidance_scale": req.cfg_scale,
-            **_eta(req, hr.sampler),
+            **_eta(sampler, hr.sampler),
             "generator": [torch.Generator("cpu").manual_seed(int(s)) for s in spec.seeds],
             "image": upscaled,
             **_size_kwargs(pipe, *hr.output_size),
         }
         self.progress.sampling_step, self.progress.sampling_steps = 0, steps
-        return self.run_with_noise(Pass(pipe, conds, kwargs), steps, spec)
+        return self.run_with_noise(Pass(pipe, conds, kwargs), steps, spec, sampler)
 
-    def run_with_noise(self, run: Pass, steps: int, spec: SeedSpec) -> Any:
+    def run_with_noise(self, run: Pass, steps: int, spec: SeedSpec, sampler: SamplerRun) -> Any:
         """An img2img pass whose start noise is A1111's first draw over the latents' shape: randn(seed) per
-        image, or the variation-seed blend (diffusers would draw it after sampling the VAE encoding)."""
+        image, or the variation-seed blend (diffusers would draw it after sampling the VAE encoding); the
+        sampler's later noise goes on from those generators (A1111 makes a new ImageRNG per pass)."""
 
         def drawn(like: Any) -> Any:
             shape = tuple(int(n) for n in like.shape[1:])
-            return first_noise((shape[0], shape[1], shape[2]), spec)[0].to(like)
+            noise, generators = first_noise((shape[0], shape[1], shape[2]), spec)
+            sampler.noise.after_first(generators)
+            return noise.to(like)
 
         scheduler = run.pipe.scheduler
         if hasattr(scheduler, "scale_noise"):  # flow matching (SD 3.x): scale_noise(sample, t, noise)

@@ -49,7 +49,9 @@ async def sd_models(request: Request) -> Response:
 
 @doc("Samplers", response=arr(SAMPLER_ITEM))
 async def samplers(request: Request) -> Response:
-    return JSONResponse([{"name": s.name, "aliases": list(s.aliases), "options": {}} for s in SAMPLERS])
+    return JSONResponse(
+        [{"name": s.name, "aliases": list(s.aliases), "options": dict(s.a1111_options)} for s in SAMPLERS]
+    )
 
 
 @doc("Schedule types", response=arr(SCHEDULER_ITEM))

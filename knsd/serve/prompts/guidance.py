@@ -19,8 +19,9 @@ from knsd.serve.prompts.parser import parse_prompt_attention, prompt_schedules, 
 
 # Samplers that evaluate the model twice per step: A1111 resolves schedules over twice the steps.
 SECOND_ORDER = frozenset({"Heun", "DPM2", "DPM2 a", "DPM++ SDE"})
-# diffusers runs these with one UNet call per loop iteration where A1111 makes two.
-_TWO_CALLS_PER_ITERATION = frozenset({"DPM++ SDE"})
+# diffusers runs these with one UNet call per loop iteration where A1111 makes two (none since DPM++ SDE
+# runs on DPMSolverSDEScheduler, which interleaves its two calls as Heun does).
+_TWO_CALLS_PER_ITERATION: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
