@@ -47,12 +47,24 @@ def test_hires_upscalers(engine: Engine, upscaler: str) -> None:
     assert "Hires resize: 96x80" in infotext(req, 1, ModelInfo("t", "h"))
 
 
+def test_hires_with_denoising_strength_0_only_upscales(engine: Engine) -> None:
+    """A1111 runs 0 second-pass steps: the upscaled first pass, whatever the hires sampler or steps."""
+    body = {**BASE, "enable_hr": True, "denoising_strength": 0}
+    [a] = engine.generate(parse_txt2img(body, BUDGET)).images
+    [b] = engine.generate(
+        parse_txt2img({**body, "hr_sampler_name": "DDIM", "hr_second_pass_steps": 7}, BUDGET)
+    ).images
+    assert a.size == (128, 128) and np.array_equal(np.asarray(a), np.asarray(b))
+    [c] = engine.generate(parse_txt2img({**body, "denoising_strength": 0.5}, BUDGET)).images
+    assert not np.array_equal(np.asarray(a), np.asarray(c))
+
+
 def test_hires_refusals() -> None:
     for body, field in [
         ({"hr_upscaler": "R-ESRGAN 4x+"}, "hr_upscaler"),
         ({"hr_scale": 64}, "hr_scale"),
         ({"hr_sampler_name": "nope"}, "hr_sampler_name"),
-        ({"denoising_strength": 0}, "denoising_strength"),
+        ({"denoising_strength": 1.5}, "denoising_strength"),
     ]:
         with pytest.raises(InvalidField) as err:
             parse_txt2img({**BASE, "enable_hr": True, **body}, BUDGET)
@@ -111,7 +123,7 @@ def test_extra_network_tags_are_refused_by_name_without_addons(engine: Engine) -
 def test_fields_knsd_cannot_honour_are_refused() -> None:
     for body, field in [
         ({"restore_faces": True}, "restore_faces"),
-        ({"tiling": True}, "tiling"),
+        ({"tiling": "yes"}, "tiling"),
         ({"script_name": "x/y/z plot"}, "script_name"),
         ({"override_settings": {"randn_source": "GPU"}}, "override_settings.randn_source"),
         ({"override_settings": {"made_up": 1}}, "override_settings.made_up"),

@@ -120,7 +120,8 @@ def parse_hires(body: dict[str, Any], req: FirstPass, max_pixels: int) -> HiresS
     except InvalidField as exc:
         field = "hr_sampler_name" if exc.field == "sampler_name" else "hr_scheduler"
         raise InvalidField(field, exc.allowed, exc.received) from exc
-    strength = number(body, "denoising_strength", 0.75, 0.0, 1.0, open_lo=True)
+    # 0 is A1111's "upscale only": the second pass runs no step (knsd.serve.generate.passes.hires)
+    strength = number(body, "denoising_strength", 0.75, 0.0, 1.0)
     return HiresSpec(
         upscaler=upscaler,
         upscaler_given=upscaler_name is not None,

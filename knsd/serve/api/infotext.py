@@ -89,6 +89,8 @@ def infotext(
     if _writes_ensd(req):
         fields.append(("ENSD", req.sampler_params.ensd))
     fields.append(("RNG", "CPU"))  # knsd draws noise on CPU generators (A1111's randn_source CPU)
+    if req.tiling:
+        fields.append(("Tiling", "True"))
     fields.extend(_hires_items(req))
     fields.extend((extra or {}).items())
     fields.extend(sampler_items(req))
@@ -177,6 +179,12 @@ def parameters(req: GenerationRequest) -> dict[str, Any]:
         "seed_resize_from_h": req.seed_resize_from_h,
         "seed_resize_from_w": req.seed_resize_from_w,
         "styles": list(req.styles),
+        "tiling": req.tiling,
+        "eta": req.sampling.eta,
+        "s_churn": req.sampling.s_churn,
+        "s_tmin": req.sampling.s_tmin,
+        "s_tmax": req.sampling.s_tmax,
+        "s_noise": req.sampling.s_noise,
         **_hires_parameters(req),
     }
 

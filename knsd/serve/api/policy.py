@@ -7,10 +7,10 @@ images returned (saving to disk, task ids), or refuses a value that would need s
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from knsd.errors import InvalidField
+from knsd.serve.api.options import OptionSpec, a1111_defaults, option_specs, typed
 from knsd.serve.api.sampling import SAMPLER_OPTIONS
 
 # Fields that change nothing a client receives from knsd (A1111 saves files / tracks tasks with them).
@@ -38,7 +38,6 @@ IGNORED_FIELDS = (
 # Field -> (values that are fine, what to say): any other value is a 422.
 _NEUTRAL: dict[str, tuple[tuple[Any, ...], str]] = {
     "restore_faces": ((None, False), "false: no face restorer is installed (see /sdapi/v1/face-restorers)"),
-    "tiling": ((None, False), "false: tiling is not supported by knsd"),
     "refiner_checkpoint": ((None, "", "None"), "null: knsd serves one checkpoint per pod (no refiner)"),
     "script_name": ((None, ""), "null: no selectable scripts are installed (see /sdapi/v1/scripts)"),
     "firstpass_image": ((None, ""), "null: a given first-pass image is not supported"),
@@ -85,67 +84,60 @@ GENERATION_OPTIONS: dict[str, Any] = {
     "sdxl_clip_l_skip": False,
     "use_old_scheduling": False,
     "enable_prompt_comments": True,
+    "tiling": False,  # the default of the request's `tiling`
     **SAMPLER_OPTIONS,  # eta_ancestral, eta_ddim, s_churn, s_tmin, s_tmax, s_noise, eta_noise_seed_delta
 }
-# Keys accepted only at these values (A1111 defaults or what knsd does anyway).
-_FIXED_OPTIONS: dict[str, tuple[Any, ...]] = {
-    "samples_format": ("png",),
-    "randn_source": ("CPU",),
-    "sd_vae": ("Automatic", "None"),
-    "pad_cond_uncond": (False,),
-    "pad_cond_uncond_v0": (False,),
-    "use_old_emphasis_implementation": (False,),
-    "use_old_hires_fix_width_height": (False,),
-    "hires_fix_use_firstpass_conds": (False,),
-    "always_discard_next_to_last_sigma": (False,),
-    "face_restoration": (False,),
-    "tiling": (False,),
-    "token_merging_ratio": (0, 0.0),
-    "token_merging_ratio_hr": (0, 0.0),
-    "img2img_fix_steps": (False,),
-    "initial_noise_multiplier": (1, 1.0),
-    "img2img_extra_noise": (0, 0.0),
-    "s_min_uncond": (0, 0.0),
-}
-# Keys that change nothing knsd returns (saving, UI, previews, infotext cosmetics knsd always applies).
-_HARMLESS_PREFIXES = ("save", "outdir", "samples_", "grid", "live_preview", "show_", "js_", "ui_", "add_")
-_HARMLESS = {
-    "return_grid",
-    "jpeg_quality",
-    "enable_pnginfo",
-    "export_for_4chan",
-    "img_max_size_mp",
-    "sd_model_checkpoint",  # checked against the loaded model by the caller
-    "sd_checkpoint_hash",
-}
+# Where knsd's value differs from a fresh A1111's: knsd always draws noise on CPU generators.
+KNSD_DEFAULTS: dict[str, Any] = {"randn_source": "CPU"}
+# Further values knsd honours for keys it otherwise keeps at their default.
+_ALSO_ACCEPTED: dict[str, tuple[Any, ...]] = {"sd_vae": ("Automatic", "None")}
+# Options with ranges beyond their type.
+_AT_LEAST_ZERO = ("eta_ancestral", "eta_ddim", "s_churn", "s_tmin", "s_tmax", "s_noise")
 
 
-def _check_type(key: str, value: Any, default: Any, prefix: str) -> Any:
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise InvalidField(prefix + key, "true or false", value)
-        return value
-    if isinstance(default, int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidField(prefix + key, "an integer", value)
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise InvalidField(prefix + key, "a finite number", value)
-        return value
-    if not isinstance(value, str):
-        raise InvalidField(prefix + key, "a string", value)
+def server_options() -> dict[str, Any]:
+    """The options object a knsd server starts with: every key of A1111 v1.10.1's, at A1111's defaults
+    except where knsd's setting is another (KNSD_DEFAULTS, GENERATION_OPTIONS)."""
+    return {**a1111_defaults(), **KNSD_DEFAULTS, **GENERATION_OPTIONS}
+
+
+def _honoured(key: str, value: Any, name: str) -> Any:
+    spec = option_specs().get(key)
+    default = GENERATION_OPTIONS[key]
+    if spec is None:
+        spec = OptionSpec(key, default, type(default).__name__)
+    value = typed(spec, value, name)
+    if key in _AT_LEAST_ZERO and value < 0:
+        raise InvalidField(name, "a number of at least 0", value)
+    return value
+
+
+def _kept(spec: OptionSpec, value: Any, current: Any, name: str) -> Any:
+    """A key knsd cannot change: only its current value (the default; the loaded model's hash for
+    `sd_checkpoint_hash`) or a value listed as also accepted (same effect)."""
+    value = typed(spec, value, name)
+    fine = (current, *(v for v in _ALSO_ACCEPTED.get(spec.key, ()) if not _among(v, (current,))))
+    if not _among(value, fine):
+        allowed = " or ".join(repr(v) for v in fine)
+        raise InvalidField(
+            name,
+            allowed,
+            value,
+            f"{name} must be {allowed}, got {value!r}: knsd cannot change this setting ({spec.note})",
+        )
     return value
 
 
 def generation_options(
     base: dict[str, Any], overrides: Any, field: str = "override_settings"
 ) -> dict[str, Any]:
-    """Server options with a request's `override_settings` applied; unknown or unsupported keys are 422.
+    """The options object with `overrides` applied (a request's `override_settings`, or a
+    `POST /sdapi/v1/options` body with `field` ""), every key checked before any is set.
 
-    `field` names the object in errors (`override_settings`, or "" for `/sdapi/v1/options` bodies).
+    Each key of A1111's object is honoured (GENERATION_OPTIONS), stored as a setting that changes nothing
+    knsd returns (UI, saving, system: kind "b"), or accepted only at the value knsd has (a 422 naming the
+    key and why otherwise); a key A1111 does not have is a 422 (A1111 answers a 500). null changes nothing.
+    `sd_model_checkpoint` is checked against the loaded model by the caller.
     """
     prefix = f"{field}." if field else ""
     if overrides is None:
@@ -153,16 +145,20 @@ def generation_options(
     if not isinstance(overrides, dict):
         raise InvalidField(field or "body", "an object of A1111 setting names to values", overrides)
     out = dict(base)
+    specs = option_specs()
     for key, value in overrides.items():
-        if key in GENERATION_OPTIONS:
-            out[key] = _check_type(key, value, GENERATION_OPTIONS[key], prefix)
-        elif key in _FIXED_OPTIONS:
-            if not _among(value, _FIXED_OPTIONS[key]):
-                allowed = " or ".join(repr(v) for v in _FIXED_OPTIONS[key])
-                raise InvalidField(prefix + key, f"{allowed} (what knsd supports)", value)
-        elif key in _HARMLESS or key.startswith(_HARMLESS_PREFIXES):
+        name = prefix + key
+        spec = specs.get(key)
+        if value is None or key == "sd_model_checkpoint":
             continue
+        if key in GENERATION_OPTIONS:
+            out[key] = _honoured(key, value, name)
+        elif spec is None:
+            raise InvalidField(
+                name, "a key of A1111 v1.10.1's options object (GET /sdapi/v1/options lists them)", value
+            )
+        elif spec.kind == "b" and not spec.restrict_api:
+            out[key] = typed(spec, value, name)
         else:
-            known = ", ".join([*GENERATION_OPTIONS, *_FIXED_OPTIONS])
-            raise InvalidField(prefix + key, f"a setting knsd knows ({known}, or saving/UI settings)", value)
+            out[key] = _kept(spec, value, base.get(key, spec.default), name)
     return out

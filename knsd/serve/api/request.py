@@ -10,7 +10,7 @@ from knsd.errors import InvalidField
 from knsd.serve.api.fields import flag, integer, number, optional_text, require_object, text
 from knsd.serve.api.hires import FirstPass, HiresSpec, parse_hires
 from knsd.serve.api.images import decode_image
-from knsd.serve.api.policy import GENERATION_OPTIONS, check_neutral_fields, generation_options
+from knsd.serve.api.policy import check_neutral_fields, generation_options, server_options
 from knsd.serve.api.samplers import SamplerChoice, resolve_sampler
 from knsd.serve.api.sampling import (
     SamplerParams,
@@ -59,6 +59,7 @@ class GenerationRequest:
     hires: HiresSpec | None = None
     styles: tuple[str, ...] = ()
     include_init_images: bool = False
+    tiling: bool = False  # A1111's seamless textures (circular padding)
     sampling: SamplingFields = SamplingFields()  # eta, s_churn, ... as given, and their options
     addons: Any = None  # knsd.serve.addons.AddonRequest (LoRA tags, ControlNet units), set by the routes
 
@@ -141,7 +142,7 @@ def parse_txt2img(
     body = require_object(body)
     check_neutral_fields(body)
     opts = generation_options(
-        options if options is not None else GENERATION_OPTIONS, body.get("override_settings")
+        options if options is not None else server_options(), body.get("override_settings")
     )
     width, height = _side(body, "width"), _side(body, "height")
     _check_pixels(width, height, max_pixels)
@@ -183,7 +184,7 @@ def parse_txt2img(
         seed_resize_from_w=resize_w,
         styles=tuple(styles or ()),
     )
-    req = replace(req, sampling=parse_sampling(body, opts))
+    req = replace(req, sampling=parse_sampling(body, opts), tiling=flag(body, "tiling", opts["tiling"]))
     check_sampler_params(req.sampling, req.sampler.sampler)
     if flag(body, "enable_hr", False):
         first = FirstPass(req.width, req.height, req.sampler, req.prompt, req.negative_prompt)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from knsd.serve.api.options import option_specs
+
 Schema = dict[str, Any]
 
 
@@ -222,4 +224,24 @@ SD_MODEL_ITEM = obj(
         "config": opt(string()),
     }
 )
-OPTIONS = obj({"sd_model_checkpoint": opt(string()), "samples_format": string()})
+
+
+def _option_schema(kind: str, wire_float: bool) -> Schema:
+    if kind == "bool":
+        return boolean()
+    if kind == "float" or wire_float:
+        return number()
+    if kind == "int":
+        return integer()
+    if kind == "list":
+        return arr(string())
+    if kind == "NoneType":
+        return opt(string())
+    return string()
+
+
+# Every key of A1111 v1.10.1's options object, as GET /sdapi/v1/options sends it (knsd.serve.api.options).
+OPTIONS = obj(
+    {key: _option_schema(spec.type, spec.wire_float) for key, spec in option_specs().items()},
+    required=tuple(option_specs()),
+)

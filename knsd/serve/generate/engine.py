@@ -19,6 +19,7 @@ from knsd.serve.api.sampling import check_sampler_params
 from knsd.serve.generate.noise import SeedSpec
 from knsd.serve.generate.passes import Passes, family_name
 from knsd.serve.generate.progress import Generation, Progress
+from knsd.serve.generate.tiling import is_compiled, seamless
 from knsd.serve.models.families import check_request, check_size
 from knsd.serve.models.loader import LoadedModel
 from knsd.serve.prompts.conditioning import ClipTower, check_clip_skip, towers_for
@@ -79,6 +80,10 @@ class Engine:
         sampler rules, extra networks, clip skip, AND and the prompt syntax of every pass (diffusers'
         `check_inputs`). Cheap: it runs when the request is admitted, before it waits for the pipeline."""
         check_request(self.model, req)
+        if req.tiling and is_compiled(self.model):
+            raise InvalidField(
+                "tiling", "false on a server started with --compile (its graph pads with zeros)", req.tiling
+            )
         if family_name(self.model) == "sd3":  # flow-matching Euler has no churn
             check_sampler_params(req.sampling, req.sampler.sampler, frozenset())
             if req.hires is not None:
@@ -148,10 +153,14 @@ class Engine:
         )
 
     def generate(self, req: GenerationRequest, job: str = "txt2img") -> Generation:
-        """Generate batch_size x n_iter images inside the request's add-on session."""
+        """Generate batch_size x n_iter images (seamless when tiling) inside the request's add-on session."""
+        self.check(req)  # admission checks first; a direct caller (bench, tests) gets the same 422s
+        with seamless(self.model, req.tiling):
+            return self._with_addons(req, job)
+
+    def _with_addons(self, req: GenerationRequest, job: str) -> Generation:
         from knsd.serve.addons import addons_session
 
-        self.check(req)  # admission checks first; a direct caller (bench, tests) gets the same 422s
         session = addons_session(self.addons, req)
         if session is None:
             return self._generate(req, job)

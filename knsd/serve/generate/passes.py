@@ -165,6 +165,10 @@ class Passes:
         else:
             images = [upscale_image(im, hr.upscaler, hr.target_w, hr.target_h) for im in self.decode(latents)]
             upscaled = crop_latents(self.encode(images, spec.seeds), hr)
+        if hr.denoising_strength == 0:
+            # A1111's setup_img2img_steps gives 0 steps: the sampler returns the upscaled latents as they are
+            self.progress.sampling_step = self.progress.sampling_steps = 0
+            return self.decode(upscaled)
         steps = hr.second_pass_steps or req.steps
         # A1111 runs exactly `steps` steps: the tail of a schedule of int(steps / strength) steps.
         total = max(int(steps / min(hr.denoising_strength, 0.999)), steps)

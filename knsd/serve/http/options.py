@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from knsd.errors import InvalidField
+from knsd.serve.api.options import wire
 from knsd.serve.api.policy import generation_options
 from knsd.serve.api.request import prompt_options
 from knsd.serve.api.schemas import NULL, OPTIONS, obj
@@ -17,24 +18,23 @@ from knsd.serve.http.state import ServerState, state_of
 
 
 def _options(state: ServerState) -> dict[str, Any]:
+    """The options object: A1111's every key, with the loaded model's title and hash (set at load, as A1111
+    does) and the settings posted since."""
     engine = state.engine
-    title = engine.model.title if engine else None
-    sha256 = engine.model.sha256 if engine else None
     return {
-        "sd_model_checkpoint": title,
-        "samples_format": "png",
-        "sd_checkpoint_hash": sha256,
-        **state.generation_options,  # CLIP_stop_at_last_layers, emphasis, ... (api.policy)
+        **state.generation_options,
+        "sd_model_checkpoint": engine.model.title if engine else None,
+        "sd_checkpoint_hash": engine.model.sha256 if engine else "",
     }
 
 
-@doc("Settings", response=OPTIONS)
+@doc("Settings: every key of A1111 v1.10.1's options object", response=OPTIONS)
 async def get_options(request: Request) -> Response:
-    return JSONResponse(_options(state_of(request)))
+    return JSONResponse(wire(_options(state_of(request))))
 
 
 @doc(
-    "Change settings (sd_model_checkpoint must name the loaded model)",
+    "Change settings: any key of the options object (sd_model_checkpoint must name the loaded model)",
     request=obj({}),
     response=NULL,
     errors=(503,),
@@ -43,12 +43,12 @@ async def set_options(request: Request) -> Response:
     state = state_of(request)
     body = await read_object(request)
     wanted = body.get("sd_model_checkpoint")
-    current = _options(state)["sd_model_checkpoint"]
     engine = state.require_engine()
+    current = engine.model.title
     if wanted is not None and wanted not in (current, engine.model.info.name):
         raise InvalidField("sd_model_checkpoint", f"the loaded model {current!r} (one model per pod)", wanted)
-    # Generation settings persist for later requests, as in A1111; all are checked before any is set.
-    merged = generation_options(state.generation_options, body, field="")
+    # Settings persist for later requests, as in A1111; all are checked before any is set.
+    merged = generation_options(_options(state), body, field="")
     prompt_options(merged, field="")
     state.generation_options = merged
     return JSONResponse(None)

@@ -17,7 +17,7 @@ from knsd.cache import cache_dir
 from knsd.errors import Unavailable
 from knsd.serve.addons.manager import AddOns
 from knsd.serve.addons.setup import create_addons
-from knsd.serve.api.policy import GENERATION_OPTIONS
+from knsd.serve.api.policy import server_options
 from knsd.serve.api.request import parse_txt2img
 from knsd.serve.api.styles import StyleDatabase, load_styles
 from knsd.serve.generate.engine import Engine
@@ -44,8 +44,8 @@ class ServerState:
     started: float = field(default_factory=time.monotonic)
     ready_after: float | None = None
     on_fatal: Callable[[str], None] | None = None
-    # A1111 settings that change generation, as set by POST /sdapi/v1/options (api.policy).
-    generation_options: dict[str, Any] = field(default_factory=lambda: dict(GENERATION_OPTIONS))
+    # A1111's options object, as set by POST /sdapi/v1/options (api.options, api.policy).
+    generation_options: dict[str, Any] = field(default_factory=server_options)
     styles: StyleDatabase = field(init=False)
 
     def __post_init__(self) -> None:
