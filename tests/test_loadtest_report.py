@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from knsd.loadtest.output import hey_csv, hey_text
 from knsd.loadtest.report import exact_percentiles, hey_percentiles, histogram, summarize
 from knsd.loadtest.requester import Result, RunResult
@@ -90,3 +92,19 @@ def test_csv() -> None:
         "response-time,DNS+dialup,DNS,Request-write,Response-delay,Response-read,status-code,offset\n"
         "0.2500,0.0100,0.0000,0.0000,0.2000,0.0400,201,0.5000\n"
     )
+
+
+def test_time_to_first_byte_beside_latency_for_streamed_responses() -> None:
+    """A stream's first byte comes when it opens, its end when the image is done: both are reported."""
+    streamed = [
+        Result(0.0, t, 0.001, 0.0, 0.0, 0.01, t - 0.011, 200, 0, streamed=True) for t in (1.0, 2.0, 3.0)
+    ]
+    s = summarize(streamed, {}, total=3.0)
+    assert dict(s.first_byte)[50.0] == pytest.approx(0.011) and dict(s.percentiles)[50.0] == 2.0
+    assert s.streamed == 3
+    assert (
+        "\n\nTime to first byte (3 streamed responses):\n  50%:\tfirst byte 0.0110 secs, complete 2.0000 secs\n"
+        in hey_text(s)
+    )
+    plain = hey_text(summarize([_result(0.1)], {}, total=1.0))
+    assert "first byte" not in plain  # plain runs keep hey's layout

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from knsd.errors import UsageError
 from knsd.knative.webhook import check_service, schema_errors
 from knsd.service.render import render_pvc, render_service, to_yaml
 from knsd.service.spec import ServiceSpec
@@ -101,10 +102,29 @@ def test_long_timeout_gets_an_explicit_response_start_timeout() -> None:
     assert check_service(render_service(ServiceSpec(timeout=600))).warnings == []
 
 
+def test_stream_timeouts_default_to_the_request_timeout_and_are_checked() -> None:
+    """Queued and unstreamed requests send nothing until done: both timers must cover the whole request."""
+    pod = render_service(ServiceSpec())["spec"]["template"]["spec"]
+    assert (pod["timeoutSeconds"], pod["responseStartTimeoutSeconds"], pod["idleTimeoutSeconds"]) == (
+        300,
+        300,
+        300,
+    )
+    pod = render_service(ServiceSpec(timeout=600, idle_timeout=60))["spec"]["template"]["spec"]
+    assert (pod["responseStartTimeoutSeconds"], pod["idleTimeoutSeconds"]) == (600, 60)
+    with pytest.raises(UsageError, match="--idle-timeout.*at least 30"):
+        ServiceSpec(idle_timeout=10)
+    with pytest.raises(UsageError, match=r"--response-start-timeout.*request timeout \(300 s\), got 400"):
+        ServiceSpec(response_start_timeout=400)
+    warnings = check_service(render_service(ServiceSpec(timeout=600, response_start_timeout=120))).warnings
+    assert any("responseStartTimeoutSeconds 120 below timeoutSeconds 600" in w for w in warnings)
+
+
 def test_warnings() -> None:
     obj = render_service(ServiceSpec(scale_utilization=70, node_selector=(("gpu", "a10"),), tolerations=("nvidia.com/gpu:NoSchedule",),
                                      runtime_class="nvidia", model="/models/sd15", gpu=0))  # fmt: skip
     obj["spec"]["template"]["spec"]["timeoutSeconds"] = 500
+    del obj["spec"]["template"]["spec"]["responseStartTimeoutSeconds"]
     warnings = "\n".join(check_service(obj, model="/models/sd15").warnings)
     assert "two pods" in warnings.replace("= 2 pods", "two pods") and "panic mode" in warnings
     assert "silent 504" in warnings

@@ -72,6 +72,13 @@ def serve(
     max_pixels: int = typer.Option(
         1536 * 1536, "--max-pixels", min=64 * 64, help="Largest width x height (422 above)."
     ),
+    stream_keepalive: float = typer.Option(
+        15.0,
+        "--stream-keepalive",
+        min=0.1,
+        max=3600.0,
+        help="Seconds of silence after which a streamed request gets a keep-alive comment.",
+    ),
     api_auth: str | None = typer.Option(
         None, "--api-auth", envvar="KNSD_API_AUTH", help="HTTP Basic credentials user:pass[,user:pass]."
     ),
@@ -135,6 +142,7 @@ def serve(
         drain_timeout=drain_timeout,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         max_pixels=max_pixels,
+        stream_keepalive=stream_keepalive,
         api_auth=_parse_auth(api_auth),
         api_token=api_token,
         compile=compile_unet,

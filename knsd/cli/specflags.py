@@ -170,7 +170,15 @@ SPEC_OPTIONS: dict[str, tuple[Any, Any]] = {
         typer.Option(
             None,
             "--response-start-timeout",
-            help="responseStartTimeoutSeconds [default: --timeout when above 300]",
+            help="responseStartTimeoutSeconds: seconds until the first byte [default: --timeout]",
+        ),
+    ),
+    "idle_timeout": (
+        int | None,
+        typer.Option(
+            None,
+            "--idle-timeout",
+            help="idleTimeoutSeconds: seconds without a byte [default: --timeout; >= 30 when lowered]",
         ),
     ),
     "revision_name": (

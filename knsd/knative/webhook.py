@@ -160,6 +160,12 @@ def _warnings(
             f"timeoutSeconds {timeout} without responseStartTimeoutSeconds: Knative defaults the response start "
             "timeout to 300 s, so a request that has not started answering by then gets a silent 504"
         )
+    start = pod.get("responseStartTimeoutSeconds")
+    if isinstance(timeout, int) and isinstance(start, int) and 0 < start < timeout:
+        out.append(
+            f"responseStartTimeoutSeconds {start} below timeoutSeconds {timeout}: a request that waits behind "
+            f"others or is not streamed gets a 504 when it has sent nothing for {start} s"
+        )
     for name, flag in FEATURE_FLAGS.items():
         if pod.get(name):
             out.append(

@@ -45,7 +45,7 @@ def hey_text(s: Summary) -> str:
         )
     text = "\n".join(out) + "\n\nStatus code distribution:"
     text += "".join(f"\n  [{code}]\t{count} responses" for code, count in s.status_codes.items())
-    text += revision_lines(s)
+    text += revision_lines(s) + first_byte_lines(s)
     if not s.errors:
         return text + "\n\n\n\n"
     text += "\n\nError distribution:"
@@ -63,6 +63,21 @@ def revision_lines(s: Summary) -> str:
         n = sum(codes.values())
         by_code = ", ".join(f"[{code}] {count}" for code, count in codes.items())
         text += f"\n  {name}\t{n} responses ({100 * n / total:.1f}%): {by_code}"
+    return text
+
+
+FIRST_BYTE_PERCENTILES = (50.0, 90.0, 99.0)
+
+
+def first_byte_lines(s: Summary) -> str:
+    """knsd's time to first byte beside the total latency, when responses were streamed (server-sent
+    events: the first byte is when the stream opened); nothing otherwise, so plain runs read as hey's."""
+    if not s.streamed:
+        return ""
+    latency, first = dict(s.percentiles), dict(s.first_byte)
+    text = f"\n\nTime to first byte ({s.streamed} streamed responses):"
+    for p in FIRST_BYTE_PERCENTILES:
+        text += f"\n  {p:g}%:\tfirst byte {_f4(first[p])} secs, complete {_f4(latency[p])} secs"
     return text
 
 
@@ -111,6 +126,8 @@ def report_json(summary: Summary, run: RunResult, scale: ScaleReport | None) -> 
         },
         "histogram": [{"mark": m, "count": c} for m, c in summary.histogram],
         "latency_percentiles": {f"p{p:g}": v for p, v in summary.percentiles},
+        "first_byte_percentiles": {f"p{p:g}": v for p, v in summary.first_byte},
+        "streamed": summary.streamed,
         "hey_latency_distribution": [{"percentage": p, "latency": v} for p, v in summary.hey_percentiles],
         "details": {
             k: {"average": v.average, "fastest": v.fastest, "slowest": v.slowest}
@@ -125,7 +142,12 @@ def report_json(summary: Summary, run: RunResult, scale: ScaleReport | None) -> 
         "started": run.started,
         # Every successful request, in completion order: when it was sent (from the start), its latency, status.
         "requests": [
-            {"offset": round(r.offset, 6), "latency": round(r.total, 6), "status": r.status}
+            {
+                "offset": round(r.offset, 6),
+                "latency": round(r.total, 6),
+                "first_byte": round(r.first_byte, 6),
+                "status": r.status,
+            }
             for r in run.results
         ],
     }

@@ -18,7 +18,7 @@ class ConnectionClosed(Exception):
 
 
 class _Response:
-    __slots__ = ("status", "length", "first_byte", "done", "close", "location", "revision")
+    __slots__ = ("status", "length", "first_byte", "done", "close", "location", "revision", "streamed")
 
     def __init__(self) -> None:
         self.status = 0
@@ -28,6 +28,7 @@ class _Response:
         self.close = False
         self.location: str | None = None
         self.revision: str | None = None  # X-Knsd-Revision
+        self.streamed = False  # Content-Type: text/event-stream
 
 
 class HTTPConnection(asyncio.Protocol):
@@ -105,6 +106,8 @@ class HTTPConnection(asyncio.Protocol):
                     resp.location = value.strip().decode("latin-1")
                 elif name == b"x-knsd-revision":
                     resp.revision = value.strip().decode("latin-1")
+                elif name == b"content-type":
+                    resp.streamed = value.strip().lower().startswith(b"text/event-stream")
             if head[0].startswith(b"HTTP/1.0"):
                 resp.close = True
             if self._head_request or resp.status in (204, 304) or 100 <= resp.status < 200:

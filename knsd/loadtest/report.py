@@ -45,6 +45,10 @@ class Summary:
     status_codes: Mapping[int, int]
     errors: Mapping[str, int]
     revisions: Mapping[str, Mapping[int, int]] = field(default_factory=dict)  # revision -> status -> count
+    # Time to first byte (sending to the response's first byte), exact percentiles as `percentiles`; and
+    # how many responses were event streams, whose first byte comes long before their end.
+    first_byte: tuple[tuple[float, float], ...] = ()
+    streamed: int = 0
 
 
 def hey_percentiles(lats: list[float]) -> tuple[tuple[int, float], ...]:
@@ -131,4 +135,6 @@ def summarize(results: Iterable[Result], errors: Mapping[str, int], total: float
         status_codes=dict(sorted(status.items())),
         errors=dict(sorted(errors.items())),
         revisions={name: dict(sorted(codes.items())) for name, codes in sorted(revisions.items())},
+        first_byte=exact_percentiles(sorted(r.first_byte for r in done)),
+        streamed=sum(r.streamed for r in done),
     )

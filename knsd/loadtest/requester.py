@@ -40,6 +40,12 @@ class Result:
     status: int
     size: int
     revision: str | None = None  # X-Knsd-Revision: the revision that answered (knsd serve, local route)
+    streamed: bool = False  # a stream of server-sent events (Content-Type: text/event-stream)
+
+    @property
+    def first_byte(self) -> float:
+        """Time to first byte: from sending (dial included) to the first byte of the response."""
+        return self.total - self.res
 
 
 @dataclass
@@ -183,6 +189,7 @@ class Requester:
                 size = response.content_length or 0
                 status = response.status
                 revision = response.headers.get(REVISION_HEADER)
+                streamed = response.content_type == "text/event-stream"
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self._fail(exc)
         else:
@@ -200,6 +207,7 @@ class Requester:
                     status=status,
                     size=size if size > 0 else 0,
                     revision=revision,
+                    streamed=streamed,
                 )
             )
 
@@ -239,7 +247,7 @@ class Requester:
             first = resp.first_byte or end
             self._record(
                 Result(begin - self._t0, end - begin, dial, 0.0, 0.0, first - wrote, end - first, resp.status,
-                       resp.length if resp.length > 0 else 0, resp.revision)
+                       resp.length if resp.length > 0 else 0, resp.revision, resp.streamed)
             )  # fmt: skip
         finally:
             if conn is not None:

@@ -35,7 +35,8 @@ log = logging.getLogger("knsd.local")
 async def handle(runtime: Runtime, dashboard: Dashboard, request: web.Request) -> web.StreamResponse:
     path = request.path
     if path.startswith(INTERNAL):
-        return await _internal(runtime, dashboard, request, path[len(INTERNAL) :])
+        # A control call runs to its end even when its client leaves (shielded from handler cancellation).
+        return await asyncio.shield(_internal(runtime, dashboard, request, path[len(INTERNAL) :]))
     return await forward(request, runtime)
 
 
@@ -87,7 +88,9 @@ async def run(runtime: Runtime) -> int:
         return await handle(runtime, dashboard, request)
 
     app.router.add_route("*", "/{tail:.*}", route)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # A client that leaves cancels its handler: the route then closes its connection to the pod, so the
+    # pod gives up the work, as a client leaving queue-proxy does in Knative.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, runtime.host, runtime.port, reuse_address=True)
     try:

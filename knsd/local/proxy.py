@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import time
+from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
@@ -20,6 +23,7 @@ HOP_BY_HOP = frozenset(
      "transfer-encoding", "upgrade", "host", "content-length"}
 )  # fmt: skip
 POD_HEADER = "X-Knsd-Pod"
+log = logging.getLogger("knsd.local")
 
 
 class Route(Protocol):
@@ -38,8 +42,33 @@ def _error(status: int, error: str, detail: str) -> web.Response:
     return web.json_response(body, status=status)
 
 
+@dataclass(frozen=True, slots=True)
+class Deadlines:
+    """Knative's three request timers (queue-proxy's and the activator's timeout handler), from arrival:
+    the whole request, the first byte of the answer, and the longest silence (before the first byte too)."""
+
+    started: float
+    total: float
+    response_start: float
+    idle: float
+
+    @classmethod
+    def of(cls, spec: ServiceSpec, started: float) -> Deadlines:
+        return cls(
+            started, spec.request_timeout, spec.effective_response_start_timeout, spec.effective_idle_timeout
+        )
+
+    def left(self, now: float, last_byte: float | None) -> float:
+        """Seconds until the next timer fires; `last_byte` None while nothing has been sent to the client."""
+        ends = [self.started + self.total, (self.started if last_byte is None else last_byte) + self.idle]
+        if last_byte is None:
+            ends.append(self.started + self.response_start)
+        return min(ends) - now
+
+
 async def forward(request: web.Request, runtime: Route) -> web.StreamResponse:
-    """Buffer at the activator until a pod has a free slot, then proxy the request to it."""
+    """Buffer at the activator until a pod has a free slot, then proxy the request to it; the answer is
+    passed on chunk by chunk as the pod sends it (a stream of events arrives as it happens)."""
     started = time.monotonic()
     body = await request.read()
     affinity = runtime.spec.effective_affinity == "cookie"
@@ -50,12 +79,12 @@ async def forward(request: web.Request, runtime: Route) -> web.StreamResponse:
     if revision is None:
         return _error(503, "Unavailable", "no revision is serving")
     spec = revision.spec
-    timeout = float(spec.timeout or 300)
+    deadlines = Deadlines.of(spec, started)
     if revision.poke_needed():
         revision.poke()
         asyncio.create_task(revision.tick())
     try:
-        pod = await revision.activator.acquire(pinned, timeout)
+        pod = await revision.activator.acquire(pinned, deadlines.left(time.monotonic(), None))
     except BufferFull:
         runtime.count(503, started, revision.name)
         return _error(503, "Unavailable", "pending request queue full")
@@ -66,35 +95,61 @@ async def forward(request: web.Request, runtime: Route) -> web.StreamResponse:
         runtime.count(503, started, revision.name)
         return _error(503, "Unavailable", "the service is being deleted")
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-    remaining = max(0.001, timeout - (time.monotonic() - started))
+    response: web.StreamResponse | None = None
+    status = 502
     try:
-        async with runtime.session.request(
-            request.method,
-            pod.url + request.path_qs,
-            headers=headers,
-            data=body,
-            timeout=aiohttp.ClientTimeout(total=remaining),
-            allow_redirects=False,
-        ) as upstream:
-            payload = await upstream.read()
+        # A client that leaves cancels this handler (handler_cancellation): leaving the block closes the
+        # connection to the pod, which gives up the request's work there as well.
+        async with contextlib.AsyncExitStack() as stack:
+            async with asyncio.timeout(deadlines.left(time.monotonic(), None)):
+                upstream = await stack.enter_async_context(
+                    runtime.session.request(
+                        request.method,
+                        pod.url + request.path_qs,
+                        headers=headers,
+                        data=body,
+                        timeout=aiohttp.ClientTimeout(total=None),
+                        allow_redirects=False,
+                    )
+                )
             status = upstream.status
             out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+            response = web.StreamResponse(status=status, headers=out_headers)
+            if upstream.content_length is not None:
+                response.content_length = upstream.content_length
+            response.headers[POD_HEADER] = pod.name
+            response.headers[REVISION_HEADER] = revision.name
+            if spec.effective_affinity == "cookie":
+                response.set_cookie(
+                    spec.cookie_name, pod.name, max_age=spec.cookie_timeout, path="/", httponly=True
+                )
+            await response.prepare(request)
+            last_byte = time.monotonic()
+            while True:
+                wait = deadlines.left(time.monotonic(), last_byte)
+                chunk = await asyncio.wait_for(upstream.content.readany(), max(wait, 0.001))
+                if not chunk:
+                    break
+                await response.write(chunk)
+                last_byte = time.monotonic()
+            await response.write_eof()
     except TimeoutError:
-        runtime.count(504, started, revision.name)
-        return _error(504, "GatewayTimeout", f"request timeout after {timeout:g}s (pod {pod.name})")
+        status = 504
+        if response is None:
+            runtime.count(504, started, revision.name)
+            return _error(504, "GatewayTimeout", f"request timeout (pod {pod.name})")
+        # The answer had started: as queue-proxy, the timer ends the response where it is.
+        log.warning("request to pod %s timed out after its answer started; cut", pod.name)
     except (aiohttp.ClientError, OSError) as exc:
-        runtime.count(502, started, revision.name)
-        detail = f"pod {pod.name} failed while handling the request: {type(exc).__name__}: {exc}"
-        failed = _error(502, "BadGateway", detail)
-        failed.headers[POD_HEADER], failed.headers[REVISION_HEADER] = pod.name, revision.name
-        return failed
+        if response is None:
+            runtime.count(502, started, revision.name)
+            detail = f"pod {pod.name} failed while handling the request: {type(exc).__name__}: {exc}"
+            failed = _error(502, "BadGateway", detail)
+            failed.headers[POD_HEADER], failed.headers[REVISION_HEADER] = pod.name, revision.name
+            return failed
+        log.warning("request to pod %s ended early: %s: %s", pod.name, type(exc).__name__, exc)
     finally:
         revision.activator.release(pod)
-    response = web.Response(status=status, body=payload, headers=out_headers)
-    response.headers[POD_HEADER] = pod.name
-    response.headers[REVISION_HEADER] = revision.name
-    if spec.effective_affinity == "cookie":
-        response.set_cookie(spec.cookie_name, pod.name, max_age=spec.cookie_timeout, path="/", httponly=True)
     runtime.count(status, started, revision.name)
     return response
 

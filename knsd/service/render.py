@@ -133,10 +133,10 @@ def render_service(spec: ServiceSpec) -> dict[str, Any]:
         container.setdefault("volumeMounts", []).append(mount)
     pod: dict[str, Any] = {
         "containerConcurrency": spec.concurrency_limit,
-        "timeoutSeconds": spec.timeout or 300,
+        "timeoutSeconds": spec.request_timeout,
+        "responseStartTimeoutSeconds": spec.effective_response_start_timeout,
+        "idleTimeoutSeconds": spec.effective_idle_timeout,
     }
-    if spec.effective_response_start_timeout is not None:
-        pod["responseStartTimeoutSeconds"] = spec.effective_response_start_timeout
     if spec.node_selector:
         pod["nodeSelector"] = dict(spec.node_selector)
     if spec.tolerations:

@@ -13,6 +13,7 @@ from knsd.knative.goconv import go_float
 
 Profile = Literal["generic", "ack", "tke"]
 Affinity = Literal["cookie", "none"]
+MIN_IDLE_TIMEOUT = 30  # twice knsd serve's keep-alive interval for streamed requests (15 s)
 NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # a DNS-1035 label, as Knative requires of Service names
 
 
@@ -40,7 +41,9 @@ class ServiceSpec:
     scale_to_zero_retention: str | None = None
     annotations: tuple[tuple[str, str], ...] = ()
     timeout: int | None = None
-    response_start_timeout: int | None = None  # None: the request timeout when that is above 300 s
+    # Knative's responseStartTimeoutSeconds and idleTimeoutSeconds; None: the request timeout (see below).
+    response_start_timeout: int | None = None
+    idle_timeout: int | None = None
     profile: Profile = "generic"
     affinity: Affinity | None = None  # None: the profile's default (cookie for ack)
     cookie_name: str = "sd"
@@ -87,6 +90,20 @@ class ServiceSpec:
             raise UsageError("--scale-max", f"must be 0 (unlimited) or more, got {self.scale_max}")
         if self.timeout is not None and self.timeout <= 0:
             raise UsageError("--timeout", f"must be a positive number of seconds, got {self.timeout}")
+        for flag, value in (
+            ("--response-start-timeout", self.response_start_timeout),
+            ("--idle-timeout", self.idle_timeout),
+        ):
+            if value is not None and not 0 < value <= self.request_timeout:
+                raise UsageError(
+                    flag, f"must be between 1 and the request timeout ({self.request_timeout} s), got {value}"
+                )
+        if self.idle_timeout is not None and self.idle_timeout < MIN_IDLE_TIMEOUT:
+            raise UsageError(
+                "--idle-timeout",
+                f"must be at least {MIN_IDLE_TIMEOUT} s: a streamed request is silent for up to "
+                f"{MIN_IDLE_TIMEOUT // 2} s between keep-alive comments, got {self.idle_timeout}",
+            )
         if self.cookie_timeout <= 0:
             raise UsageError(
                 "--cookie-timeout", f"must be a positive number of seconds, got {self.cookie_timeout}"
@@ -119,11 +136,25 @@ class ServiceSpec:
         return 0 if self.profile == "tke" else 1
 
     @property
-    def effective_response_start_timeout(self) -> int | None:
-        """Knative silently caps the response start at 300 s when timeoutSeconds is larger; say it out loud."""
-        if self.response_start_timeout is not None:
-            return self.response_start_timeout
-        return self.timeout if self.timeout is not None and self.timeout > 300 else None
+    def request_timeout(self) -> int:
+        """timeoutSeconds: the most a request may take, waiting included (Knative's default 300 s)."""
+        return self.timeout or 300
+
+    # Both timers of queue-proxy and the activator run from the moment a request arrives: a request waiting
+    # behind others at containerConcurrency 1, or a plain (not streamed) one, sends nothing until its image
+    # is done. So by default both equal the request timeout, set explicitly: Knative would otherwise cap the
+    # response start at 300 s when timeoutSeconds is larger, and a cluster's revision-idle-timeout-seconds
+    # would apply. A streamed request sends its first bytes when the pod admits it and then at least every
+    # 15 s (keep-alive comments), so --idle-timeout can be lowered when every client streams.
+    @property
+    def effective_response_start_timeout(self) -> int:
+        """responseStartTimeoutSeconds: --response-start-timeout, else the request timeout."""
+        return self.response_start_timeout or self.request_timeout
+
+    @property
+    def effective_idle_timeout(self) -> int:
+        """idleTimeoutSeconds: --idle-timeout, else the request timeout."""
+        return self.idle_timeout or self.request_timeout
 
     @property
     def effective_affinity(self) -> Affinity:

@@ -6,7 +6,8 @@ import re
 from typing import Any
 
 from knsd.errors import InvalidField
-from knsd.serve.api.fields import require_object
+from knsd.serve.api.fields import flag, integer, require_object
+from knsd.serve.api.preview import MAX_PARTIAL_IMAGES
 from knsd.serve.api.request import GenerationRequest, parse_txt2img
 
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
@@ -44,3 +45,10 @@ def parse_openai(body: dict[str, Any], max_pixels: int) -> tuple[GenerationReque
             raise InvalidField(field, exc.allowed, size if field == "size" else exc.received) from exc
         raise
     return request, fmt
+
+
+def parse_openai_stream(body: dict[str, Any]) -> int | None:
+    """`stream` and `partial_images`: the number of partial images of a streamed request, None when the
+    answer is not streamed (`partial_images` then has nothing to change: a plain answer has no partials)."""
+    partial = integer(body, "partial_images", 0, 0, MAX_PARTIAL_IMAGES)
+    return partial if flag(body, "stream", False) else None

@@ -86,6 +86,16 @@ GENERATION_OPTIONS: dict[str, Any] = {
     "enable_prompt_comments": True,
     "tiling": False,  # the default of the request's `tiling`
     **SAMPLER_OPTIONS,  # eta_ancestral, eta_ddim, s_churn, s_tmin, s_tmax, s_noise, eta_noise_seed_delta
+    # Live previews (knsd.serve.api.preview). A1111's default method is "Approx NN", whose weights it
+    # downloads; knsd downloads nothing, so its default is the weight-free "Approx cheap". The other
+    # preview keys are stored and change nothing knsd returns: `live_previews_image_format` and
+    # `live_preview_refresh_period` are for A1111's web UI (its API sends PNG previews, as knsd does);
+    # previews always show the guided estimate whatever `live_preview_content` says; there is no low-VRAM
+    # mode for `live_preview_fast_interrupt` and `live_preview_allow_lowvram_full` to change.
+    "live_previews_enable": True,
+    "show_progress_every_n_steps": 10,
+    "show_progress_type": "Approx cheap",
+    "show_progress_grid": True,
 }
 # Where knsd's value differs from a fresh A1111's: knsd always draws noise on CPU generators.
 KNSD_DEFAULTS: dict[str, Any] = {"randn_source": "CPU"}

@@ -11,6 +11,7 @@ from knsd.serve.api.fields import flag, integer, number, optional_text, require_
 from knsd.serve.api.hires import FirstPass, HiresSpec, parse_hires
 from knsd.serve.api.images import decode_image
 from knsd.serve.api.policy import check_neutral_fields, generation_options, server_options
+from knsd.serve.api.preview import PreviewPlan, preview_plan
 from knsd.serve.api.samplers import SamplerChoice, resolve_sampler
 from knsd.serve.api.sampling import (
     SamplerParams,
@@ -62,6 +63,7 @@ class GenerationRequest:
     tiling: bool = False  # A1111's seamless textures (circular padding)
     sampling: SamplingFields = SamplingFields()  # eta, s_churn, ... as given, and their options
     addons: Any = None  # knsd.serve.addons.AddonRequest (LoRA tags, ControlNet units), set by the routes
+    preview: PreviewPlan = PreviewPlan()  # live previews (A1111's options; OpenAI's partial_images)
 
     @property
     def seeds(self) -> list[int]:
@@ -183,6 +185,7 @@ def parse_txt2img(
         seed_resize_from_h=resize_h,
         seed_resize_from_w=resize_w,
         styles=tuple(styles or ()),
+        preview=preview_plan(opts, body.get("override_settings")),
     )
     req = replace(req, sampling=parse_sampling(body, opts), tiling=flag(body, "tiling", opts["tiling"]))
     check_sampler_params(req.sampling, req.sampler.sampler)

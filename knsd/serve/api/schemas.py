@@ -183,6 +183,8 @@ OPENAI_REQUEST = obj(
         "cfg_scale": opt(number()),
         "negative_prompt": opt(string()),
         "sampler_name": opt(string()),
+        "stream": opt(boolean(default=False)),
+        "partial_images": opt(integer(default=0, minimum=0, maximum=3)),
     },
     required=("prompt",),
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from knsd.errors import InvalidField
@@ -18,6 +19,7 @@ from knsd.serve.api.samplers import scheduler_for
 from knsd.serve.api.sampling import check_sampler_params
 from knsd.serve.generate.noise import SeedSpec
 from knsd.serve.generate.passes import Passes, family_name
+from knsd.serve.generate.preview import Previewer
 from knsd.serve.generate.progress import Generation, Progress
 from knsd.serve.generate.tiling import is_compiled, seamless
 from knsd.serve.models.families import check_request, check_size
@@ -36,10 +38,24 @@ from knsd.serve.prompts.parser import parse_extra_networks
 class Engine:
     """Turns validated requests into images; callers must not run two `generate` calls at once."""
 
-    def __init__(self, model: LoadedModel, on_step: Callable[[float], None] | None = None) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        on_step: Callable[[float], None] | None = None,
+        volume: Path | None = None,
+    ) -> None:
+        """`volume`: the model volume's folder, where live-preview weights are looked for (default: the
+        folder holding the model)."""
         self.model = model
         self.progress = Progress()
         self.passes = Passes(model, self.progress, on_step)
+        self.previewer = Previewer(
+            family_name(model),
+            int(model.family.latent_channels),
+            volume or model.source.path.parent,
+            self.passes.decode,
+        )
+        self.passes.previewer = self.previewer
         self.addons: Any = None  # knsd.serve.addons.AddOns: LoRA, ControlNet and embeddings, once built
         self._towers: list[ClipTower] | None = None
 
@@ -88,6 +104,7 @@ class Engine:
             check_sampler_params(req.sampling, req.sampler.sampler, frozenset())
             if req.hires is not None:
                 check_sampler_params(req.sampling, req.hires.sampler.sampler, frozenset())
+        self.previewer.check(req.preview)
         if req.hires is not None:
             check_size(self.model.family, *req.hires.output_size)
             scheduler_for(family_name(self.model), req.hires.sampler, dict(self.passes.base_config), True)
@@ -192,7 +209,10 @@ class Engine:
         p, passes = self.progress, self.passes
         p.job, p.job_no, p.job_count, p.started, p.interrupted = job, 0, req.n_iter, time.time(), False
         p.sampling_step, p.sampling_steps = 0, req.steps
+        p.current_image = None  # A1111 clears the preview when a job begins
+        passes.preview = req.preview
         passes.interrupt_flag.clear()
+        p.changed()  # the job has begun (a streamed request's first progress event)
         out = Generation()
         seeds, subseeds = req.seeds, req.subseeds
         try:

@@ -4,6 +4,7 @@ skip, prompt-schedule switches, add-on hooks)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -11,17 +12,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from knsd.serve.api.hires import HiresSpec
+from knsd.serve.api.preview import PreviewPlan
 from knsd.serve.api.request import GenerationRequest
 from knsd.serve.api.samplers import SamplerChoice, scheduler_for
 from knsd.serve.api.sampling import SamplerParams, resolve
+from knsd.serve.generate.denoised import capturing_denoised
 from knsd.serve.generate.hires import crop_latents, upscale_latents
 from knsd.serve.generate.noise import SamplerNoise, SeedSpec, first_noise
+from knsd.serve.generate.preview import Previewer
 from knsd.serve.generate.progress import Progress
 from knsd.serve.generate.samplers import OWN_SCHEDULERS, SamplerRun, build
 from knsd.serve.generate.upscale import upscale_image
 from knsd.serve.models.loader import LoadedModel
 from knsd.serve.prompts.guidance import PassConds, uneven_cfg
 from knsd.serve.prompts.parser import parse_extra_networks
+
+log = logging.getLogger("knsd.serve")
 
 
 @dataclass(slots=True)
@@ -71,6 +77,8 @@ class Passes:
         self.interrupt_flag = threading.Event()
         self.skip_flag = threading.Event()  # /sdapi/v1/skip: end the current batch, go on with the next
         self.addon: Any = None  # the running request's AddonSession
+        self.preview = PreviewPlan()  # the running request's live previews
+        self.previewer: Previewer | None = None
 
     def scheduler(self, choice: SamplerChoice, run: SamplerRun, img2img: bool = False) -> Any:
         # The family maps A1111's sampler to its scheduler (SD 3.x: flow-matching ones).
@@ -214,10 +222,27 @@ class Passes:
             scheduler.__dict__.pop("add_noise", None)
 
     def run(self, run: Pass, steps: int) -> Any:
-        """Call the pipeline with progress, interrupt and schedule switches in its step callback."""
+        """Call the pipeline with progress, previews, interrupt and schedule switches in its step callback."""
         p = self.progress
         last = [time.perf_counter()]
         conds = run.conds
+        plan, previewer = self.preview, self.previewer
+        denoised: list[Any] = [None]  # the latest step's denoised estimate (knsd.serve.generate.denoised)
+        shown = [0]  # the step of the last preview in this pass
+
+        def show_preview() -> None:
+            if previewer is None or denoised[0] is None or shown[0] == p.sampling_step:
+                return
+            if not plan.due(p.sampling_step, steps):
+                return
+            shown[0] = p.sampling_step
+            try:
+                p.current_image = previewer.render(denoised[0], plan)
+                p.preview_id += 1
+            except Exception:  # a broken weights file must not fail the generation: say it once, go on
+                log.exception("live preview (%s) failed; no more previews in this pass", plan.method)
+                shown[0] = -1
+                denoised[0] = None
 
         def on_step_end(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             now = time.perf_counter()
@@ -236,6 +261,9 @@ class Passes:
                 pipeline._interrupt = True
             if self.skip_flag.is_set():
                 pipeline._interrupt = True
+            if plan.enabled and shown[0] >= 0:
+                show_preview()
+            p.changed()
             return tensors
 
         addon = self.addon
@@ -244,8 +272,9 @@ class Passes:
         kwargs = dict(run.kwargs, callback_on_step_end=on_step_end)
         if conds is not None:
             kwargs["callback_on_step_end_tensor_inputs"] = conds.tensor_inputs(run.pipe)
-        denoiser = getattr(run.pipe, "unet", None)
-        if conds is None or denoiser is None:
-            return run.pipe(**kwargs).images
-        with uneven_cfg(denoiser, conds.negative.length, conds.positive.length):
-            return run.pipe(**kwargs).images
+        with capturing_denoised(run.pipe.scheduler, lambda x0: denoised.__setitem__(0, x0), plan.enabled):
+            denoiser = getattr(run.pipe, "unet", None)
+            if conds is None or denoiser is None:
+                return run.pipe(**kwargs).images
+            with uneven_cfg(denoiser, conds.negative.length, conds.positive.length):
+                return run.pipe(**kwargs).images

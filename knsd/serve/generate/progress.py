@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,15 @@ class Progress:
     sampling_steps: int = 0
     started: float = 0.0
     interrupted: bool = False
+    current_image: str | None = None  # the latest live preview, a base64 PNG (A1111's current_image)
+    preview_id: int = 0  # counts previews, so a reader can tell a new one from the one it has
+    # Called on the pipeline thread after every step and preview (a streamed request's wake-up).
+    listener: Callable[[], None] | None = None
+
+    def changed(self) -> None:
+        """Tell the listener, if any, that the job moved on."""
+        if self.listener is not None:
+            self.listener()
 
     def fraction(self) -> float:
         """A1111's progress: 0.01 + job_no/job_count + step/steps/job_count, capped at 1."""

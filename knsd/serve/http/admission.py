@@ -27,13 +27,17 @@ class Admission:
     def busy(self) -> int:
         return self.running + self.waiting
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Wait for the pipeline; 503 (Unavailable) when draining or when the queue is full."""
+    def check(self) -> None:
+        """503 (Unavailable) now when a request would be refused: draining, or the queue is full."""
         if self.draining:
             raise Unavailable("server is shutting down", retry_after=self.retry_after)
         if self.busy >= 1 + self.max_queue:
             raise Unavailable("pending request queue full", retry_after=self.retry_after)
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Wait for the pipeline; 503 (Unavailable) when draining or when the queue is full."""
+        self.check()
         self.waiting += 1
         self.peak = max(self.peak, self.busy)
         self._idle.clear()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -12,39 +11,18 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from knsd.errors import KnsdError, Unavailable
+from knsd.errors import KnsdError
+from knsd.serve.http.failure import describe
 from knsd.serve.http.middleware import AuthMiddleware, MetricsMiddleware
 from knsd.serve.http.routes import ROUTES
 from knsd.serve.http.state import ServerState
 from knsd.serve.models.loader import LoadedModel
 from knsd.serve.settings import ServeSettings
 
-log = logging.getLogger("knsd.serve")
 
-
-async def _knsd_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, KnsdError)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
-    if exc.status >= 500 and not isinstance(exc, Unavailable):
-        log.error("%s %s failed: %s", request.method, request.url.path, exc)
-    return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    body = {
-        "error": "HTTPException",
-        "detail": exc.detail,
-        "body": "",
-        "errors": f"{exc.status_code}: {exc.detail}",
-    }
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("%s %s crashed", request.method, request.url.path)
-    body = {"error": type(exc).__name__, "detail": "", "body": "", "errors": str(exc)}
-    return JSONResponse(body, status_code=500)
+async def _error(request: Request, exc: Exception) -> Response:
+    failure = describe(exc, request.method, request.url.path)
+    return JSONResponse(failure.body, status_code=failure.status, headers=failure.headers or None)
 
 
 def create_app(
@@ -67,7 +45,7 @@ def create_app(
     app = Starlette(
         routes=ROUTES,
         lifespan=lifespan,
-        exception_handlers={KnsdError: _knsd_error, HTTPException: _http_error, Exception: _unexpected},
+        exception_handlers={KnsdError: _error, HTTPException: _error, Exception: _error},
     )
     app.state.knsd = state
     app.add_middleware(AuthMiddleware, users=settings.api_auth, token=settings.api_token)

@@ -41,6 +41,7 @@ class Operation:
     errors: tuple[int, ...] = ()
     tag: str = ""
     description: str = ""
+    events: str = ""  # how to ask for the answer as server-sent events, when the route can stream it
 
 
 def doc(
@@ -53,9 +54,11 @@ def doc(
     errors: tuple[int, ...] = (),
     tag: str = "",
     description: str = "",
+    events: str = "",
 ) -> Callable[[F], F]:
-    """Describe a handler for the OpenAPI document (request body and 200 response schemas)."""
-    operation = Operation(summary, request, response, media_type, query, errors, tag, description)
+    """Describe a handler for the OpenAPI document (request body and 200 response schemas); `events` says
+    how a request asks for the answer as a stream of server-sent events."""
+    operation = Operation(summary, request, response, media_type, query, errors, tag, description, events)
 
     def attach(fn: F) -> F:
         setattr(fn, _ATTR, operation)
@@ -105,6 +108,9 @@ def _operation(path: str, method: str, endpoint: Any) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": {"description": "OK"}}
     if op.response is not None:
         responses["200"]["content"] = {op.media_type: {"schema": op.response}}
+    if op.events:
+        stream = {"schema": {"type": "string", "description": f"server-sent events ({op.events})"}}
+        responses["200"].setdefault("content", {})["text/event-stream"] = stream
     codes = set(op.errors)
     if op.request is not None:
         out["requestBody"] = {"required": True, "content": {"application/json": {"schema": op.request}}}

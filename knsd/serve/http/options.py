@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from knsd.errors import InvalidField
 from knsd.serve.api.options import wire
 from knsd.serve.api.policy import generation_options
+from knsd.serve.api.preview import preview_plan
 from knsd.serve.api.request import prompt_options
 from knsd.serve.api.schemas import NULL, OPTIONS, obj
 from knsd.serve.http.body import read_object
@@ -50,5 +51,6 @@ async def set_options(request: Request) -> Response:
     # Settings persist for later requests, as in A1111; all are checked before any is set.
     merged = generation_options(_options(state), body, field="")
     prompt_options(merged, field="")
+    engine.previewer.check(preview_plan(merged, field=""))  # a method without its weights is a 422 now
     state.generation_options = merged
     return JSONResponse(None)

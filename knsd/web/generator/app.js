@@ -14,9 +14,10 @@ const FIELD_ELEMENTS = {
 const SAVED = ["prompt", "negative-prompt", "sampler", "scheduler", "steps", "cfg-scale", "width", "height",
   "seed", "batch-size", "n-iter", "denoising-strength", "resize-mode"];
 const STORAGE_KEY = "knsd.generator.v1";
-const POLL_MS = 250;
 
-const page = { mode: "txt2img", busy: false, watching: false, initImage: null, lastSeed: null, count: 0 };
+const page = {
+  mode: "txt2img", busy: false, watching: false, initImage: null, lastSeed: null, count: 0, abort: null,
+};
 const routes = new Set(
   (document.querySelector('meta[name="knsd-routes"]')?.content || "").split(",").filter(Boolean),
 );
@@ -218,21 +219,38 @@ function progressText(p) {
   return parts.join(" · ");
 }
 
-function pollProgress() {
-  const poll = { stopped: false };
-  (async () => {
-    while (!poll.stopped) {
-      try {
-        const response = await fetch("sdapi/v1/progress?skip_current_image=true", { credentials: "same-origin" });
-        if (response.ok) {
-          const p = await response.json();
-          if (!poll.stopped) showProgress(p.progress || 0, progressText(p));
-        }
-      } catch (error) { /* the next poll tries again */ }
-      await sleep(POLL_MS);
+function showPreview(image) {
+  $("preview").src = `data:image/png;base64,${image}`;
+  $("preview-panel").hidden = false;
+}
+
+// The answer as server-sent events (one request: progress and previews come on it, through any route):
+// `progress` (the JSON of /sdapi/v1/progress), then `result` (the usual body) or `error` (with `status`).
+async function readEvents(response, onEvent) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let name = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith(":")) continue; // a comment: the stream's keep-alive
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "event") name = text;
+        else if (field === "data") data.push(text);
+      }
+      if (data.length) onEvent(name, JSON.parse(data.join("\n")));
     }
-  })();
-  return poll;
+  }
 }
 
 function slug(text) {
@@ -316,35 +334,56 @@ async function generate() {
   $("interrupt").disabled = false;
   setState("busy", "generating");
   showProgress(0, "Sending…");
+  $("preview-panel").hidden = true;
   const started = performance.now();
-  const poll = pollProgress();
+  page.abort = new AbortController();
   let done = "Idle";
   try {
     const response = await fetch(`sdapi/v1/${page.mode}`, {
-      method: "POST", credentials: "same-origin",
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      method: "POST", credentials: "same-origin", signal: page.abort.signal,
+      headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
       body: JSON.stringify(body),
     });
-    const result = await response.json().catch(() => null);
-    if (response.ok && result) {
+    let status = response.status;
+    let result = null;
+    if ((response.headers.get("Content-Type") || "").startsWith("text/event-stream")) {
+      showProgress(0, "Waiting for the pipeline…");
+      await readEvents(response, (name, data) => {
+        if (name === "progress") {
+          showProgress(data.progress || 0, progressText(data));
+          if (data.current_image) showPreview(data.current_image);
+        } else if (name === "result") {
+          result = data;
+        } else if (name === "error") {
+          status = data.status || 500;
+          result = data;
+        }
+      });
+    } else {
+      result = await response.json().catch(() => null); // refused before it started: a plain error
+    }
+    if (status === 200 && result) {
       showResult(body, result);
       const images = (result.images || []).length;
       done = `Done: ${images} image${images === 1 ? "" : "s"} in ${((performance.now() - started) / 1000).toFixed(1)} s`;
     } else {
-      showError(response.status, result);
-      done = `Failed (HTTP ${response.status})`;
+      showError(status, result);
+      done = `Failed (HTTP ${status})`;
     }
   } catch (error) {
-    banner(`Could not reach the server: ${error.message}`);
-    done = "Failed";
+    if (error.name === "AbortError") done = "Interrupted";
+    else {
+      banner(`Could not reach the server: ${error.message}`);
+      done = "Failed";
+    }
   } finally {
-    poll.stopped = true;
+    page.abort = null;
     page.busy = false;
     $("generate").disabled = false;
     $("generate").textContent = "Generate";
     $("interrupt").disabled = true;
     showProgress(done.startsWith("Done") ? 1 : 0, done);
-    if (done.startsWith("Done")) setState("ready", "ready");
+    if (done.startsWith("Done") || done === "Interrupted") setState("ready", "ready");
     else watchReadiness();
   }
 }
@@ -356,8 +395,9 @@ function wire() {
   document.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) { event.preventDefault(); generate(); }
   });
-  $("interrupt").addEventListener("click", () =>
-    fetch("sdapi/v1/interrupt", { method: "POST", credentials: "same-origin" }).catch(() => {}));
+  // Interrupt ends the request: the server stops its work at the next step and frees the slot. (A second
+  // request, POST /sdapi/v1/interrupt, would wait behind the generation at containerConcurrency 1.)
+  $("interrupt").addEventListener("click", () => page.abort?.abort());
   for (const tab of document.querySelectorAll(".tabs [role=tab]")) {
     tab.addEventListener("click", () => setMode(tab.dataset.mode));
   }

@@ -1,0 +1,44 @@
+"""Reading server-sent events from a real HTTP response (the wire format of knsd.serve.http.events)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event, or a comment (name ":" and the comment's text as data)."""
+
+    name: str
+    data: Any
+
+
+def events(response: httpx.Response) -> Iterator[Event]:
+    """The events and comments of a streamed response, as they arrive."""
+    name, data = "message", []
+    for line in response.iter_lines():
+        if line == "":
+            if data:
+                yield Event(name, json.loads("\n".join(data)))
+            name, data = "message", []
+        elif line.startswith(":"):
+            yield Event(":", line[1:].strip())
+        else:
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)
+
+
+def stream_txt2img(client: httpx.Client, url: str, body: dict[str, Any]) -> Any:
+    """A streamed `POST /sdapi/v1/txt2img` (a context manager, as `client.stream`)."""
+    return client.stream(
+        "POST", url + "/sdapi/v1/txt2img", json=body, headers={"Accept": "text/event-stream"}, timeout=300
+    )
