@@ -168,9 +168,12 @@ async def img2img(request: Request) -> Response:
     return await _a1111_answer(request, state, req, "img2img")
 
 
-def _openai_stream(state: ServerState, req: GenerationRequest, partial_images: int) -> EventStream:
-    """OpenAI's image stream: `image_generation.partial_image` events (full VAE decodes of the first image,
-    spread over the steps), then one `image_generation.completed` per image; an `error` event on failure."""
+def _openai_stream(
+    state: ServerState, req: GenerationRequest, partial_images: int, kind: str = "image_generation"
+) -> EventStream:
+    """OpenAI's image stream: `KIND.partial_image` events (full VAE decodes of the first image, spread over
+    the steps), then one `KIND.completed` per image; an `error` event on failure. KIND is
+    `image_generation` for generations (`image_edit` is the same stream for edits)."""
     req = dataclasses.replace(req, preview=partial_images_plan(partial_images, req.steps))
     engine = admit(state, req)
     size = f"{req.width}x{req.height}"
@@ -186,21 +189,27 @@ def _openai_stream(state: ServerState, req: GenerationRequest, partial_images: i
             "output_tokens": 0,
             "total_tokens": tokens,
         }
-        kind = "image_generation.completed"
+        completed = f"{kind}.completed"
         return [
             events.event(
-                kind,
-                {"type": kind, "b64_json": image, "created_at": int(time.time()), **shared, "usage": usage},
+                completed,
+                {
+                    "type": completed,
+                    "b64_json": image,
+                    "created_at": int(time.time()),
+                    **shared,
+                    "usage": usage,
+                },
             )
             for image in out.images[: len(req.seeds)]
         ]
 
     def on_progress(p: Progress, previews: list[str]) -> list[bytes]:
         chunks = []
+        partial = f"{kind}.partial_image"
         for image in previews:
-            kind = "image_generation.partial_image"
-            data = {"type": kind, "b64_json": image, "created_at": int(time.time()), **shared}
-            chunks.append(events.event(kind, {**data, "partial_image_index": sent[0]}))
+            data = {"type": partial, "b64_json": image, "created_at": int(time.time()), **shared}
+            chunks.append(events.event(partial, {**data, "partial_image_index": sent[0]}))
             sent[0] += 1
         return chunks
 

@@ -377,6 +377,7 @@ async function generate() {
       done = "Failed";
     }
   } finally {
+    $("preview-panel").hidden = true; // the gallery has the image now (or nothing came)
     page.abort = null;
     page.busy = false;
     $("generate").disabled = false;
