@@ -208,3 +208,16 @@ def test_openai_client_streams_partial_images_then_the_image(url: str) -> None:
     with pytest.raises(openai.UnprocessableEntityError) as err:
         client.images.generate(prompt="a cat", size="64x64", stream=True, partial_images=4)
     assert err.value.response.json()["field"] == "partial_images"
+
+
+def test_img2img_streams_too(url: str) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 40, 90)).save(buffer, format="PNG")
+    init = base64.b64encode(buffer.getvalue()).decode()
+    body = {**SMALL, "steps": 8, "init_images": [init], "denoising_strength": 0.5}
+    with httpx.Client() as client:
+        headers = {"Accept": "text/event-stream"}
+        with client.stream("POST", url + "/sdapi/v1/img2img", json=body, headers=headers, timeout=300) as r:
+            got = list(events(r))
+    assert [e.data["state"]["job"] for e in got if e.name == "progress"][0] == "img2img"
+    assert got[-1].name == "result" and _png(got[-1].data["images"][0]).size == (64, 64)
