@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from knsd.cli.common import cli_errors
+from knsd.errors import UsageError
+
+if TYPE_CHECKING:
+    from knsd.gateway.settings import GatewaySettings
+
+
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
 
 
 def gateway(
@@ -87,46 +100,75 @@ def gateway(
     drain_timeout: float = typer.Option(
         30.0, "--drain-timeout", help="After SIGTERM, seconds for running jobs."
     ),
-    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    log_level: LogLevel = typer.Option(LogLevel.info, "--log-level", help="How much to log."),
 ) -> None:
     """Async jobs, a result cache, tenants and a circuit breaker in front of the route; state in Redis."""
     with cli_errors("gateway"):
         from knsd.gateway.server import serve
-        from knsd.gateway.settings import MIB, GatewaySettings, parse_header
-        from knsd.gateway.tenants import build_tenants, read_keys_file
 
-        keys = list(api_key) + (read_keys_file(api_keys_file) if api_keys_file else [])
-        settings = GatewaySettings(
-            upstream=upstream,
-            redis_url=redis_url,
-            host=host,
-            port=port,
-            prefix=redis_prefix,
-            tenants=build_tenants(keys, rate, burst, max_queued),
-            max_inflight=max_inflight,
-            max_body_bytes=int(max_body_mb * MIB),
-            max_result_bytes=int(max_result_mb * MIB),
-            result_ttl=result_ttl,
-            cache_ttl=cache_ttl,
-            cache_max_bytes=int(cache_max_mb * MIB),
-            cache_item_max_bytes=int(min(cache_item_max_mb, cache_max_mb) * MIB),
-            max_attempts=max_attempts,
-            retry_base=retry_base,
-            retry_max=retry_max,
-            reclaim_after=reclaim_after,
-            breaker_failures=breaker_failures,
-            breaker_open=breaker_open,
-            probe_path=probe_path,
-            probe_timeout=probe_timeout,
-            sync_timeout=sync_timeout,
-            upstream_timeout=upstream_timeout,
-            model_ttl=model_ttl,
-            upstream_headers=tuple(parse_header(h) for h in upstream_header),
-            drain_timeout=drain_timeout,
-        )
+        params = dict(locals())
+        settings = settings_from(params)
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         if not settings.tenants.auth_required:
             logging.getLogger("knsd.gateway").warning(
                 "no --api-key: anyone who reaches the gateway is tenant 'default'"
             )
         raise typer.Exit(asyncio.run(serve(settings, port_file)))
+
+
+def settings_from(p: dict[str, Any]) -> GatewaySettings:
+    """The settings the flags describe; every error names its flag."""
+    from knsd.gateway.settings import MIB, GatewaySettings, parse_header
+    from knsd.gateway.tenants import build_tenants, read_keys_file
+
+    keys = list(p["api_key"]) + (read_keys_file(p["api_keys_file"]) if p["api_keys_file"] else [])
+    return GatewaySettings(
+        upstream=p["upstream"],
+        redis_url=p["redis_url"],
+        host=p["host"],
+        port=p["port"],
+        prefix=p["redis_prefix"],
+        tenants=build_tenants(keys, p["rate"], p["burst"], p["max_queued"]),
+        max_inflight=p["max_inflight"],
+        max_body_bytes=int(p["max_body_mb"] * MIB),
+        max_result_bytes=int(p["max_result_mb"] * MIB),
+        result_ttl=p["result_ttl"],
+        cache_ttl=p["cache_ttl"],
+        cache_max_bytes=int(p["cache_max_mb"] * MIB),
+        cache_item_max_bytes=int(min(p["cache_item_max_mb"], p["cache_max_mb"]) * MIB),
+        max_attempts=p["max_attempts"],
+        retry_base=p["retry_base"],
+        retry_max=p["retry_max"],
+        reclaim_after=p["reclaim_after"],
+        breaker_failures=p["breaker_failures"],
+        breaker_open=p["breaker_open"],
+        probe_path=p["probe_path"],
+        probe_timeout=p["probe_timeout"],
+        sync_timeout=p["sync_timeout"],
+        upstream_timeout=p["upstream_timeout"],
+        model_ttl=p["model_ttl"],
+        upstream_headers=tuple(parse_header(h) for h in p["upstream_header"]),
+        drain_timeout=p["drain_timeout"],
+    )
+
+
+def check_flags(flags: list[str], keys_file_mounted: bool = False) -> None:
+    """Parse `knsd gateway` flags as the command would; a bad one is a UsageError naming --gateway-arg."""
+    command = typer.main.get_command(_alone)
+    try:
+        ctx = command.make_context("gateway", list(flags))
+    except typer.exceptions.TyperException as exc:  # typer's own click: a usage error of the flags
+        raise UsageError("--gateway-arg", getattr(exc, "format_message", exc.__str__)()) from None
+    params = dict(ctx.params)
+    if keys_file_mounted:  # a Secret mounted in the pod: its tenants are not known here; check the rest
+        named = {item.partition("=")[0] for key in ("rate", "burst", "max_queued") for item in params[key]}
+        params["api_keys_file"] = None
+        params["api_key"] = [f"{name}=unknown-{name}" for name in sorted(named - {"*"}) if name]
+    try:
+        settings_from(params)
+    except UsageError as exc:
+        raise UsageError("--gateway-arg", str(exc)) from None
+
+
+_alone = typer.Typer(add_completion=False)
+_alone.command()(gateway)

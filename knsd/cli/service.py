@@ -19,6 +19,7 @@ from knsd.service.render import render_pvc, render_service, to_yaml
 from knsd.service.spec import ServiceSpec
 
 DEFAULT_ADDRESS = "127.0.0.1:8080"
+DEFAULT_GATEWAY_ADDRESS = "127.0.0.1:8000"
 KUBECONFIG = typer.Option(
     None, "--kubeconfig", help="Path to the kubeconfig [default: $KUBECONFIG or ~/.kube/config]"
 )
@@ -48,6 +49,21 @@ def _flag_of(findings: Any) -> str:
     return "spec"
 
 
+def _gateway_objects(service: ServiceSpec) -> list[dict[str, Any]]:
+    """The gateway's manifests (and Redis's), checked: its flags parse, the objects are valid."""
+    from knsd.cli.gateway import check_flags
+    from knsd.service.gateway import gateway_errors, render_gateway
+
+    objects = render_gateway(service)
+    check_flags(
+        objects[0]["spec"]["template"]["spec"]["containers"][0]["args"][1:], bool(service.gateway_keys_secret)
+    )
+    errors = gateway_errors(objects)
+    if errors:
+        raise UsageError("--gateway", "Kubernetes would reject the gateway:\n" + "\n".join(errors))
+    return objects
+
+
 @with_spec
 def render(
     spec: dict[str, Any],
@@ -64,6 +80,8 @@ def render(
         service = build_spec(spec)
         config, _ = autoscaler_config_from(autoscaler_config)
         objects = [_checked(service, config)]
+        if service.gateway:
+            objects += _gateway_objects(service)
         if with_storage:
             pvc = render_pvc(service)
             if pvc is None:
@@ -86,6 +104,9 @@ def deploy(
     local_address: str = typer.Option(
         DEFAULT_ADDRESS, "--local-address", help="Where the local route listens."
     ),
+    gateway_address: str = typer.Option(
+        DEFAULT_GATEWAY_ADDRESS, "--gateway-address", help="Where the local gateway listens (with --gateway)."
+    ),
     autoscaler_config: list[str] = typer.Option(
         [], "--autoscaler-config", help="config-autoscaler KEY=VALUE (repeatable)"
     ),
@@ -101,19 +122,22 @@ def deploy(
         service = build_spec(spec)
         config, pairs = autoscaler_config_from(autoscaler_config)
         obj = _checked(service, config)
+        front = _gateway_objects(service) if service.gateway else []
         pvc = render_pvc(service) if with_storage else None
         if with_storage and pvc is None:
             raise UsageError("--with-storage", "needs --model-pvc NAME")
         if dry_run:
-            sys.stdout.write(to_yaml([o for o in (pvc, obj) if o is not None]))
+            sys.stdout.write(to_yaml([o for o in (pvc, obj) if o is not None] + front))
             return
         if local_runtime:
-            _deploy_local(service, pairs, local_address, wait_timeout)
+            _deploy_local(service, pairs, local_address, wait_timeout, gateway_address)
         else:
-            _deploy_cluster(service, obj, pvc, kubeconfig, context, wait, wait_timeout)
+            _deploy_cluster(service, obj, pvc, kubeconfig, context, wait, wait_timeout, front)
 
 
-def _deploy_local(service: ServiceSpec, pairs: dict[str, str], address: str, wait_timeout: float) -> None:
+def _deploy_local(
+    service: ServiceSpec, pairs: dict[str, str], address: str, wait_timeout: float, gateway_address: str
+) -> None:
     from knsd.local import client as local
 
     if (
@@ -125,9 +149,15 @@ def _deploy_local(service: ServiceSpec, pairs: dict[str, str], address: str, wai
             f"{service.model!r} not found: use tiny, tiny-sdxl, tiny-sd3, a diffusers folder or a checkpoint file",
         )
     started = time.monotonic()
-    status = local.deploy(service, pairs, address, wait_timeout, progress=typer.echo)
+    status = local.deploy(
+        service, pairs, address, wait_timeout, progress=typer.echo, gateway_address=gateway_address
+    )
     typer.echo(f"Service '{service.name}' is Ready ({time.monotonic() - started:.1f}s): revision "
                f"{status['latest_ready_revision']}")  # fmt: skip
+    front = status.get("gateway")
+    if front:
+        redis = (front.get("redis") or {}).get("url") or service.redis_url
+        typer.echo(f"Gateway: {front['url']} (Redis {redis}), in front of the route:")
     typer.echo(status["url"])
 
 
@@ -139,6 +169,7 @@ def _deploy_cluster(
     context: str | None,
     wait: bool,
     wait_timeout: float,
+    front: list[dict[str, Any]],
 ) -> None:
     from knsd.cluster.deploy import wait_ready
     from knsd.cluster.kube import Cluster, KubeClient
@@ -146,6 +177,8 @@ def _deploy_cluster(
     cluster = Cluster(KubeClient.connect(kubeconfig=kubeconfig, context=context, namespace=service.namespace))
     if pvc is not None:
         typer.echo(f"PersistentVolumeClaim '{pvc['metadata']['name']}': {cluster.apply_pvc(pvc)}.")
+    for item in front:
+        typer.echo(f"{item['kind']} '{item['metadata']['name']}': {cluster.apply_object(item)}.")
     verb, _ = cluster.apply_service(obj)
     ns = cluster.namespace
     if not wait:
@@ -195,6 +228,7 @@ def format_local_status(st: dict[str, Any]) -> str:
         f"URL:        {st['url']}",
         f"Revision:   {st.get('latest_ready_revision') or '-'} (latest {st.get('latest_revision')})",
         f"Ready:      {'True' if st['ready'] else 'False'}",
+        *gateway_lines(st.get("gateway")),
         *traffic_lines(st),
         "",
         "Autoscaler:",
@@ -218,6 +252,21 @@ def format_local_status(st: dict[str, Any]) -> str:
             f"  {pod['name']:<22} {pod['state']:<12} inflight {pod['inflight']}  age {age:5.0f}s  startup {startup}"
         )
     return "\n".join(lines)
+
+
+def gateway_lines(front: dict[str, Any] | None) -> list[str]:
+    """The local gateway and its Redis, one line each (pure)."""
+    if not front:
+        return []
+
+    def state(part: dict[str, Any]) -> str:
+        word = "ready" if part.get("ready") else "not ready"
+        return f"{word} (pid {part.get('pid') or '-'}, {part.get('restarts', 0)} restarts)"
+
+    lines = [f"Gateway:    {front['url']} {state(front)}"]
+    if front.get("redis"):
+        lines.append(f"Redis:      {front['redis']['url']} {state(front['redis'])}")
+    return lines
 
 
 def traffic_lines(st: dict[str, Any]) -> list[str]:

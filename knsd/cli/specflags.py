@@ -161,6 +161,34 @@ SPEC_OPTIONS: dict[str, tuple[Any, Any]] = {
         int | None,
         typer.Option(None, "--lora-overlap-steps", help="knsd serve --lora-overlap-steps [default: 0]"),
     ),
+    "gateway": (
+        bool | None,
+        typer.Option(
+            None, "--gateway/--no-gateway", help="knsd gateway in front of the route, Redis behind it"
+        ),
+    ),
+    "gateway_replicas": (
+        int | None,
+        typer.Option(None, "--gateway-replicas", help="gateway Deployment replicas [default: 2]"),
+    ),
+    "gateway_arg": (
+        list[str] | None,
+        typer.Option(
+            None, "--gateway-arg", help="a knsd gateway flag, e.g. --gateway-arg=--rate=*=5/s (repeatable)"
+        ),
+    ),
+    "gateway_keys_secret": (
+        str | None,
+        typer.Option(None, "--gateway-keys-secret", help="Secret with NAME=KEY lines under key api-keys"),
+    ),
+    "redis_url": (
+        str | None,
+        typer.Option(None, "--redis-url", help="an existing Redis for the gateway [default: one of its own]"),
+    ),
+    "redis_storage": (
+        str | None,
+        typer.Option(None, "--redis-storage", help="the Redis StatefulSet's PVC size [default: 1Gi]"),
+    ),
     "annotation_service": (
         list[str] | None,
         typer.Option(None, "--annotation-service", help="K=V on the Service's own metadata"),
@@ -241,6 +269,8 @@ def build_spec(values: dict[str, Any]) -> ServiceSpec:
             overrides["tolerations"] = tuple(value)
         elif key in ("request", "limit"):
             overrides[key + "s"] = _resource_pairs(f"--{key}", value)
+        elif key == "gateway_arg":
+            overrides["gateway_args"] = tuple(base.get("gateway_args", ())) + tuple(value)
         elif key == "gpu_specs":
             overrides["gpu_specs"] = tuple(v.strip() for v in value.split(",") if v.strip())
         elif key == "traffic":

@@ -236,6 +236,37 @@ class Cluster:
               self.namespace, obj)  # fmt: skip
         return "created"
 
+    def apply_object(self, obj: dict[str, Any]) -> str:
+        """Create a Deployment, StatefulSet or Service, or merge-patch the one that exists."""
+        from kubernetes import client
+
+        api_name, read, create, patch, resource = _KINDS[obj["kind"]]
+        api = getattr(client, api_name)(self.kube.api)
+        name = obj["metadata"]["name"]
+        found = _call(
+            getattr(api, read), "get", resource, self.namespace, name, self.namespace, missing_ok=True
+        )
+        if found is None:
+            _call(getattr(api, create), "create", resource, self.namespace, self.namespace, obj)
+            return "created"
+        body = {"metadata": {"labels": obj["metadata"].get("labels")}, "spec": obj["spec"]}
+        if obj["kind"] == "StatefulSet":  # its claim templates cannot change once created
+            body["spec"] = {k: v for k, v in obj["spec"].items() if k != "volumeClaimTemplates"}
+        _call(getattr(api, patch), "patch", resource, self.namespace, name, self.namespace, body,
+              _content_type="application/merge-patch+json")  # fmt: skip
+        return "updated"
+
+
+# kind -> (API class, read, create, patch, resource name for messages)
+_KINDS = {
+    "Deployment": ("AppsV1Api", "read_namespaced_deployment", "create_namespaced_deployment",
+                   "patch_namespaced_deployment", "deployments.apps"),
+    "StatefulSet": ("AppsV1Api", "read_namespaced_stateful_set", "create_namespaced_stateful_set",
+                    "patch_namespaced_stateful_set", "statefulsets.apps"),
+    "Service": ("CoreV1Api", "read_namespaced_service", "create_namespaced_service",
+                "patch_namespaced_service", "services"),
+}  # fmt: skip
+
 
 def _declarative(spec: dict[str, Any]) -> dict[str, Any]:
     """A merge patch keeps what it does not mention: clear an earlier deploy's traffic split and revision

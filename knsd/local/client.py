@@ -18,14 +18,16 @@ import httpx
 from knsd.cache import check_writable
 from knsd.errors import LocalRuntimeError, UsageError
 from knsd.local.control import auth_header
+from knsd.local.frontend import redis_missing
+from knsd.local.runtime import DEFAULT_GATEWAY_ADDRESS
 from knsd.local.state import ServiceDir
 from knsd.service.spec import ServiceSpec
 
 
-def parse_address(address: str) -> tuple[str, int]:
+def parse_address(address: str, flag: str = "--local-address") -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError("--local-address", f"expected HOST:PORT with a port in [1, 65535], got {address!r}")
+        raise UsageError(flag, f"expected HOST:PORT with a port in [1, 65535], got {address!r}")
     return host, int(port)
 
 
@@ -68,9 +70,13 @@ def deploy(
     wait_timeout: float,
     progress: Callable[[str], None] = lambda _: None,
     cache: Path | None = None,
+    gateway_address: str = DEFAULT_GATEWAY_ADDRESS,
 ) -> dict[str, Any]:
     """Start (or update) the runtime for `spec.name` and wait until it is Ready; return its status."""
     host, port = parse_address(address)
+    gw_host, gw_port = parse_address(gateway_address, "--gateway-address")
+    if spec.gateway and spec.redis_url is None and (missing := redis_missing()):
+        raise UsageError("--gateway", missing)
     directory = ServiceDir.for_name(spec.name, cache)
     pid = directory.running_pid()
     if pid is not None:
@@ -79,6 +85,11 @@ def deploy(
             raise UsageError(
                 "--local-address",
                 f"{spec.name!r} already runs at {state.get('address')}; use that address or delete it first",
+            )
+        if spec.gateway and state.get("gateway_address", DEFAULT_GATEWAY_ADDRESS) != f"{gw_host}:{gw_port}":
+            raise UsageError(
+                "--gateway-address",
+                f"{spec.name!r} has its gateway at {state.get('gateway_address')}; use that address or delete it first",
             )
         url = state["url"]
         try:
@@ -104,10 +115,12 @@ def deploy(
                 raise UsageError("--traffic", f'Revision "{ref}" referenced in traffic not found.')
         if not _port_free(host, port):
             raise UsageError("--local-address", f"{host}:{port} is already in use")
+        if spec.gateway and not _port_free(gw_host, gw_port):
+            raise UsageError("--gateway-address", f"{gw_host}:{gw_port} is already in use")
         check_writable(directory.root)  # state, logs and the tiny model live here
         directory.write_state(
             {"name": spec.name, "address": f"{host}:{port}", "url": f"http://{host}:{port}", "spec": spec.to_json(),
-             "config": config_pairs}
+             "config": config_pairs, "gateway_address": f"{gw_host}:{gw_port}"}
         )  # fmt: skip
         with open(directory.log_file, "ab") as log:
             proc = subprocess.Popen(
@@ -121,11 +134,16 @@ def deploy(
         pid = proc.pid
         revision = None
         progress(f"Creating service '{spec.name}' (local runtime pid {pid})")
-    return _wait_ready(directory, pid, revision, wait_timeout, progress)
+    return _wait_ready(directory, pid, revision, wait_timeout, progress, spec.gateway)
 
 
 def _wait_ready(
-    directory: ServiceDir, pid: int, revision: str | None, timeout: float, progress: Callable[[str], None]
+    directory: ServiceDir,
+    pid: int,
+    revision: str | None,
+    timeout: float,
+    progress: Callable[[str], None],
+    gateway: bool = False,
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     last = ""
@@ -145,7 +163,14 @@ def _wait_ready(
                 if line != last:
                     progress(line)
                     last = line
-                if cur["ready"] and st["latest_ready_revision"] and st.get("traffic_pending") is None:
+                front = st.get("gateway") or {}
+                if gateway and front.get("restarts", 0) >= 3 and not front.get("ready"):
+                    raise LocalRuntimeError(
+                        f"the gateway keeps exiting (code {front.get('exit_code')}); its last log lines:\n"
+                        + "\n".join(front.get("log_tail") or [])
+                    )
+                serving = cur["ready"] and st["latest_ready_revision"] and st.get("traffic_pending") is None
+                if serving and (front.get("ready") or not gateway):
                     return st
                 failed = [p for p in cur["pod_history"] if p["state"] == "failed"]
                 if failed:

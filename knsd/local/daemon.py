@@ -25,7 +25,7 @@ from knsd.knative.config import ConfigError, parse_config, validate_config
 from knsd.local import control
 from knsd.local.dashboard import Dashboard
 from knsd.local.proxy import forward, json_response
-from knsd.local.runtime import INTERNAL, Runtime
+from knsd.local.runtime import DEFAULT_GATEWAY_ADDRESS, INTERNAL, Runtime
 from knsd.local.state import ServiceDir
 from knsd.service.spec import ServiceSpec
 
@@ -112,7 +112,8 @@ async def run(runtime: Runtime) -> int:
         log.error("%s", exc)
         runtime.stop.set()
     await runtime.stop.wait()
-    log.info("shutting down: draining pods")
+    log.info("shutting down: the gateway, then the pods")
+    await runtime.frontend.stop()
     for task in loops:
         task.cancel()
     await site.stop()  # no new connections; in-flight requests finish below
@@ -147,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     spec = ServiceSpec.from_json(state["spec"])
     config = validate_config(parse_config(state.get("config", {})))
-    runtime = Runtime(directory, spec, config, state["address"])
+    runtime = Runtime(
+        directory, spec, config, state["address"], state.get("gateway_address", DEFAULT_GATEWAY_ADDRESS)
+    )
     return asyncio.run(run(runtime))
 
 

@@ -26,7 +26,7 @@ PodState = Literal["pending", "ready", "terminating", "failed", "exited"]
 PROBE_PERIOD = 0.1  # the activator probes new pods every 200 ms; locally a little faster
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     """Linux: the pod gets SIGTERM if the runtime dies, so no pod outlives it."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -140,7 +140,7 @@ class PodSet:
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 stdin=asyncio.subprocess.DEVNULL,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=die_with_parent if sys.platform == "linux" else None,
             )
         pod = Pod(name, self.revision, 0, process, self.clock(), log_path)
         self.pods[name] = pod

@@ -15,6 +15,7 @@ import aiohttp
 from knsd.errors import UsageError
 from knsd.knative.config import AutoscalerConfig
 from knsd.knative.controller import TICK
+from knsd.local.frontend import Frontend
 from knsd.local.metrics import RuntimeMetrics
 from knsd.local.pods import Pod, PodSet, pod_command, pod_env
 from knsd.local.revision import Revision
@@ -24,13 +25,28 @@ from knsd.service.spec import ServiceSpec
 
 log = logging.getLogger("knsd.local")
 INTERNAL = "/.knsd/"
+DEFAULT_GATEWAY_ADDRESS = "127.0.0.1:8000"
+# Spec fields of the gateway in front of the route: not part of a revision's template.
+GATEWAY_FIELDS = (
+    "gateway",
+    "gateway_replicas",
+    "gateway_args",
+    "gateway_keys_secret",
+    "redis_url",
+    "redis_storage",
+)
 
 
 class Runtime:
     """The service: its revisions (the latest ready one serves), the route and the loops."""
 
     def __init__(
-        self, directory: ServiceDir, spec: ServiceSpec, config: AutoscalerConfig, address: str
+        self,
+        directory: ServiceDir,
+        spec: ServiceSpec,
+        config: AutoscalerConfig,
+        address: str,
+        gateway_address: str = DEFAULT_GATEWAY_ADDRESS,
     ) -> None:
         self.dir = directory
         self.spec = spec
@@ -51,10 +67,19 @@ class Runtime:
         self.traffic_reason: str | None = None  # why the wanted split is not programmed yet
         self._retiring: set[Revision] = set()
         self.token = ""  # the control secret (knsd.local.control), set when the route starts
+        self.frontend = Frontend(directory.root, gateway_address, self._answers)
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    async def _answers(self, url: str) -> bool:
+        """A readiness probe: 200 from `url`."""
+        try:
+            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=1)) as r:
+                return r.status == 200
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return False
 
     def serving_revision(self) -> Revision | None:
         """The latest ready revision (what `@latest` routes to)."""
@@ -179,6 +204,9 @@ class Runtime:
             name = target.get("revisionName")
             if name and name != spec.revision_name and self.find(name) is None:
                 raise UsageError("--traffic", f'Revision "{name}" referenced in traffic not found.')
+        await self.frontend.apply(
+            spec, self.url
+        )  # the gateway first: a missing redis-server stops the deploy
         self.spec, self.config = spec, config
         self.wanted = wanted(spec)
         if rev is not None:
@@ -274,6 +302,7 @@ class Runtime:
             "revisions": revisions,
             "spec": self.spec.to_json(),
             "annotations": self.latest.annotations if self.latest else {},
+            "gateway": self.frontend.status(),
         }
 
     def write_state(self) -> None:
@@ -294,6 +323,6 @@ class Runtime:
 def _template_key(spec: ServiceSpec, config: AutoscalerConfig) -> str:
     """What makes a new revision: everything but the traffic (and the config it scales with)."""
     data = spec.to_json()
-    for key in ("traffic", "tags", "revision_name"):
+    for key in ("traffic", "tags", "revision_name", *GATEWAY_FIELDS):
         data.pop(key, None)
     return json.dumps([data, repr(config)], sort_keys=True)

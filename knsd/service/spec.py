@@ -72,6 +72,15 @@ class ServiceSpec:
     controlnet_pvc: str | None = None
     embeddings_pvc: str | None = None
     lora_overlap_steps: int = 0  # `knsd serve --lora-overlap-steps`
+    # `knsd gateway` in front of the route (async jobs, cache, tenants, breaker; state in Redis).
+    gateway: bool = False
+    gateway_replicas: int = 2
+    gateway_args: tuple[str, ...] = ()  # more `knsd gateway` flags, e.g. "--rate=*=5/s"
+    gateway_keys_secret: str | None = None  # a Secret whose key `api-keys` holds NAME=KEY lines
+    redis_url: str | None = (
+        None  # an existing Redis; None: a Redis StatefulSet (locally, Debian's redis-server)
+    )
+    redis_storage: str = "1Gi"
 
     def __post_init__(self) -> None:
         if not NAME.match(self.name) or len(self.name) > 63:
@@ -125,6 +134,8 @@ class ServiceSpec:
             )
         if self.quantize not in ("none", "int8", "fp8"):
             raise UsageError("--quantize", f"must be none, int8 or fp8, got {self.quantize!r}")
+        if self.gateway_replicas < 1:
+            raise UsageError("--gateway-replicas", f"must be at least 1, got {self.gateway_replicas}")
         if self.qgpu_memory is not None and self.qgpu_memory < 1:
             raise UsageError("--qgpu-memory", f"must be at least 1 (GiB), got {self.qgpu_memory}")
 
@@ -196,6 +207,7 @@ class ServiceSpec:
         data["tolerations"] = list(self.tolerations)
         data["traffic"] = [list(kv) for kv in self.traffic]
         data["tags"] = [list(kv) for kv in self.tags]
+        data["gateway_args"] = list(self.gateway_args)
         return data
 
     @classmethod
@@ -208,7 +220,7 @@ class ServiceSpec:
         for key in ("env", "annotations", "service_annotations", "requests", "limits", "node_selector"):
             if key in values:
                 values[key] = tuple(tuple(kv) for kv in values[key])
-        for key in ("gpu_specs", "tolerations"):
+        for key in ("gpu_specs", "tolerations", "gateway_args"):
             if key in values:
                 values[key] = tuple(values[key])
         if "traffic" in values:
