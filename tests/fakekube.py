@@ -1,7 +1,8 @@
 """A fake Kubernetes API server on loopback that speaks the real wire format.
 
 Only what knsd uses: pods (list, watch with labelSelector and resourceVersion), PersistentVolumeClaims,
-and Knative Services (get, create, merge-patch, delete) with a small "controller" that moves their
+Deployments, StatefulSets and core Services (get, create, merge-patch; the gateway and its Redis), and
+Knative Services (get, create, merge-patch, delete) with a small "controller" that moves their
 conditions to Ready and creates labelled pods. Objects are plain JSON with apiVersion/kind/metadata/status;
 errors are `Status` bodies; watch streams newline-delimited `{"type", "object"}` events. Requests are
 recorded for assertions. The code under test is the real `kubernetes` client.
@@ -50,6 +51,7 @@ class FakeKube:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.services: dict[tuple[str, str], dict[str, Any]] = {}
         self.pvcs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}  # (resource, namespace, name)
         self.bodies: list[tuple[str, str, Any]] = []  # (method, path, JSON body) of writes
         self.knative_installed = True
         self.forbidden: set[str] = set()  # verbs answered 403
@@ -328,6 +330,54 @@ class FakeKube:
         self.pvcs[(ns, body["metadata"]["name"])] = body
         return web.json_response(body, status=201)
 
+    # Deployments, StatefulSets, core Services
+
+    async def get_object(self, request: web.Request) -> web.Response:
+        resource, ns, name = (
+            request.match_info["resource"],
+            request.match_info["namespace"],
+            request.match_info["name"],
+        )
+        self.requests.append((request.method, request.path, dict(request.query)))
+        found = self.objects.get((resource, ns, name))
+        if found is None:
+            return self._status(
+                404, "NotFound", f'{resource} "{name}" not found', {"name": name, "kind": resource}
+            )
+        return web.json_response(found)
+
+    async def create_object(self, request: web.Request) -> web.Response:
+        resource, ns = request.match_info["resource"], request.match_info["namespace"]
+        body = await request.json()
+        self.requests.append((request.method, request.path, dict(request.query)))
+        self.bodies.append(("POST", request.path, body))
+        key = (resource, ns, body["metadata"]["name"])
+        if key in self.objects:
+            return self._status(409, "AlreadyExists", f'{resource} "{key[2]}" already exists')
+        body["metadata"].update({"namespace": ns, "uid": f"uid-{len(self.objects)}", "generation": 1})
+        self.objects[key] = body
+        return web.json_response(body, status=201)
+
+    async def patch_object(self, request: web.Request) -> web.Response:
+        resource, ns, name = (
+            request.match_info["resource"],
+            request.match_info["namespace"],
+            request.match_info["name"],
+        )
+        patch = await request.json()
+        self.requests.append((request.method, request.path, dict(request.query)))
+        self.bodies.append(("PATCH", request.path, patch))
+        found = self.objects.get((resource, ns, name))
+        if found is None:
+            return self._status(
+                404, "NotFound", f'{resource} "{name}" not found', {"name": name, "kind": resource}
+            )
+        if request.content_type != "application/merge-patch+json":
+            return self._status(415, "UnsupportedMediaType", f"unsupported patch type {request.content_type}")
+        _merge(found, patch)
+        found["metadata"]["generation"] += 1
+        return web.json_response(found)
+
     def app(self) -> web.Application:
         application = web.Application()
         application.router.add_get("/api/v1/namespaces/{namespace}/pods", self.list_pods)
@@ -340,6 +390,11 @@ class FakeKube:
             "/api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}", self.get_pvc
         )
         application.router.add_post("/api/v1/namespaces/{namespace}/persistentvolumeclaims", self.create_pvc)
+        for base in ("/apis/apps/v1/namespaces/{namespace}/{resource:deployments|statefulsets}",
+                     "/api/v1/namespaces/{namespace}/{resource:services}"):  # fmt: skip
+            application.router.add_get(base + "/{name}", self.get_object)
+            application.router.add_post(base, self.create_object)
+            application.router.add_patch(base + "/{name}", self.patch_object)
 
         async def capture_loop(_app: web.Application) -> None:
             self.loop = asyncio.get_running_loop()
