@@ -8,7 +8,7 @@ import typer
 
 from knsd.cli.common import cli_errors
 from knsd.errors import UsageError
-from knsd.loadtest.spec import USAGE, parse_args
+from knsd.loadtest.spec import USAGE, LoadSpec, parse_args
 
 
 def loadtest(ctx: typer.Context) -> None:
@@ -23,6 +23,9 @@ def loadtest(ctx: typer.Context) -> None:
                 raise typer.Exit(0) from None
             typer.echo(f"knsd loadtest: error: {exc}\n\n{USAGE}", err=True)
             raise typer.Exit(2) from None
+        if spec.async_jobs:
+            _jobs(spec)
+            return
         from knsd.loadtest.output import hey_csv, hey_text, report_json, scale_text
         from knsd.loadtest.run import execute
 
@@ -45,3 +48,17 @@ def loadtest(ctx: typer.Context) -> None:
             for failure in outcome.scale.failures:
                 typer.echo(f"knsd loadtest: scale-out check failed: {failure}", err=True)
             raise typer.Exit(1)
+
+
+def _jobs(spec: LoadSpec) -> None:
+    """--async: the jobs' report; exit 1 when an accepted job was lost."""
+    from knsd.loadtest.jobreport import jobs_json, jobs_text, summarize_jobs
+    from knsd.loadtest.jobs import execute_jobs
+
+    run = execute_jobs(spec)
+    summary = summarize_jobs(run)
+    sys.stdout.write(jobs_json(summary, run) + "\n" if spec.output == "json" else jobs_text(summary))
+    sys.stdout.flush()
+    if summary.lost:
+        typer.echo(f"knsd loadtest: {summary.lost} accepted job(s) lost", err=True)
+        raise typer.Exit(1)

@@ -48,12 +48,19 @@ knsd's options:
   --expect-pods N       Exit 1 unless at least N pods were ready at once.
   --expect-zero-after S Exit 1 unless the service is back to zero pods S seconds after the load.
   --plot FILE.png       Write a chart: ready pods over time, latency over time, latency histogram.
+  --async               Through knsd gateway: submit jobs (Prefer: respond-async), follow each 202's
+                        Location until the job is final; report job latency and lost jobs (exit 1).
+  --poll S              How often a job is polled, seconds. Default is 0.5.
+  --job-timeout S       A job not final this long after its submission is lost. Default is 600.
 """
 
 VALUE_FLAGS = {"n", "c", "q", "z", "o", "m", "H", "t", "A", "d", "D", "T", "U", "a", "x", "host", "rate",
                "service", "namespace", "kubeconfig", "context", "expect-pods", "expect-zero-after", "cpus",
-               "plot"}  # fmt: skip
-BOOL_FLAGS = {"disable-compression", "disable-keepalive", "disable-redirects", "local", "h2"}
+               "plot", "poll", "job-timeout"}  # fmt: skip
+BOOL_FLAGS = {"disable-compression", "disable-keepalive", "disable-redirects", "local", "h2", "async"}
+# hey's and knsd's flags that mean nothing for jobs: refused with --async rather than ignored.
+NOT_ASYNC = ("x", "host", "disable-compression", "disable-keepalive", "disable-redirects", "plot", "service",
+             "local", "expect-pods", "expect-zero-after")  # fmt: skip
 HEADER = re.compile(r"^([\w-]+):\s*(.+)")
 AUTH = re.compile(r"^(.+):([^\s].+)")
 
@@ -90,6 +97,9 @@ class LoadSpec:
     expect_zero_after: float | None = None
     accept: str | None = None
     plot: Path | None = None  # --plot FILE.png
+    async_jobs: bool = False  # --async: jobs through knsd gateway
+    poll: float = 0.5
+    job_timeout: float = 600.0
 
     @property
     def watching(self) -> bool:
@@ -231,13 +241,22 @@ def parse_args(argv: list[str]) -> LoadSpec:
     expect_zero = _float(values, "expect-zero-after", 0.0, 0.0) if "expect-zero-after" in values else None
     if (expect_pods is not None or expect_zero is not None) and not (local or service):
         raise UsageError("--expect-pods", "needs --service NAME or --local to watch the pods")
+    async_jobs = _bool(values, "async")
+    if async_jobs:
+        for name in NOT_ASYNC:
+            if name in values:
+                raise UsageError(f"-{name}", "not with --async (jobs are followed by polling, not watched)")
+        if values.get("m", ["POST"])[-1].upper() != "POST" or values.get("o", [""])[-1] == "csv":
+            raise UsageError("--async", "jobs are submitted with -m POST and reported as text or -o json")
+    elif "poll" in values or "job-timeout" in values:
+        raise UsageError("--poll" if "poll" in values else "--job-timeout", "only with --async")
     return LoadSpec(
         url=url,
         n=n,
         c=c,
         q=_float(values, "q", 0.0, 0.0),
         duration=duration,
-        method=values.get("m", ["GET"])[-1].upper(),
+        method=values.get("m", ["POST" if async_jobs else "GET"])[-1].upper(),
         headers=tuple(headers),
         timeout=_float(values, "t", 20.0, 0.0),
         body=body,
@@ -260,6 +279,9 @@ def parse_args(argv: list[str]) -> LoadSpec:
         expect_zero_after=expect_zero,
         accept=values.get("A", [None])[-1],
         plot=_plot_path(values),
+        async_jobs=async_jobs,
+        poll=_float(values, "poll", 0.5, 0.01),
+        job_timeout=_float(values, "job-timeout", 600.0, 0.001),
     )
 
 
