@@ -95,13 +95,12 @@ def simulate(
         service_dist = parse_distribution(service_time, "--service-time")
         cold_dist = parse_distribution(cold_start, "--cold-start")
         started = time.perf_counter()
-        scenarios = [
-            Scenario(
-                f"autoscaled (min {service.scale_min}, max {service.scale_max or 'unlimited'})",
-                service,
-                config,
-            )
-        ]
+        name = f"autoscaled (min {service.scale_min}, max {service.scale_max or 'unlimited'})"
+        if service.gateway:
+            from knsd.service.gateway import max_inflight
+
+            name += f", gateway ({max_inflight(service)} in flight)"
+        scenarios = [Scenario(name, service, config)]
         if sweep:
             scenarios = sweep_scenarios(sweep, service, config)
         if rollout is not None:

@@ -31,11 +31,27 @@ def redis_name(spec: ServiceSpec) -> str:
     return f"{spec.name}-redis"
 
 
+def _user_bound(spec: ServiceSpec) -> int | None:
+    """`--gateway-arg=--max-inflight=N`, when the user set the bound."""
+    for i, arg in enumerate(spec.gateway_args):
+        name, eq, value = arg.partition("=")
+        if name == "--max-inflight":
+            raw = value if eq else (spec.gateway_args[i + 1] if i + 1 < len(spec.gateway_args) else "")
+            try:
+                return int(raw)
+            except ValueError:
+                raise UsageError(
+                    "--gateway-arg", f"--max-inflight takes a whole number, got {raw!r}"
+                ) from None
+    return None
+
+
 def max_inflight(spec: ServiceSpec) -> int:
     """The gateway's bound on generations in flight: max-scale x containerConcurrency, so a burst is exactly
-    enough to bring the route to max-scale and no more reaches the activator."""
-    if any(arg.split("=")[0] == "--max-inflight" for arg in spec.gateway_args):
-        return 0  # the user's own, in gateway_args
+    enough to bring the route to max-scale and no more reaches the activator (or the user's own)."""
+    own = _user_bound(spec)
+    if own is not None:
+        return own
     if spec.scale_max == 0:
         raise UsageError(
             "--gateway",
@@ -50,10 +66,9 @@ def gateway_flags(spec: ServiceSpec, upstream: str, redis_url: str) -> list[str]
     for arg in spec.gateway_args:
         if arg.split("=")[0] in OWN_FLAGS:
             raise UsageError("--gateway-arg", f"{arg.split('=')[0]} is set by knsd itself, got {arg!r}")
-    bound = max_inflight(spec)
     flags = ["--upstream", upstream, "--redis", redis_url, "--redis-prefix", spec.name]
-    if bound:
-        flags += ["--max-inflight", str(bound)]
+    if _user_bound(spec) is None:
+        flags += ["--max-inflight", str(max_inflight(spec))]
     return flags + list(spec.gateway_args)
 
 

@@ -31,6 +31,7 @@ class Row:
     cost_per_day: float
     errors: int
     requests: int
+    max_queue: int | None = None  # jobs waiting at the gateway at most (None: no gateway)
 
 
 def summarize(name: str, result: SimResult, price: float) -> Row:
@@ -48,6 +49,7 @@ def summarize(name: str, result: SimResult, price: float) -> Row:
         cost_per_day=result.gpu_hours * price / days,
         errors=result.requests - ok,
         requests=result.requests,
+        max_queue=result.max_queue if result.gateway is not None else None,
     )
 
 
@@ -58,14 +60,17 @@ def _secs(x: float) -> str:
 def table(rows: list[Row], header: str) -> str:
     """A text table, one scenario a row."""
     width = max(len("scenario"), *(len(r.name) for r in rows))
+    gateway = any(r.max_queue is not None for r in rows)
     lines = [header, ""]
     lines.append(f"{'scenario':<{width}}  {'p50':>8} {'p95':>8} {'p99':>8} {'cold':>6} {'max pods':>8} "
-                 f"{'GPU-hours':>10} {'cost':>10} {'$/day':>9} {'errors':>6}")  # fmt: skip
+                 f"{'GPU-hours':>10} {'cost':>10} {'$/day':>9} {'errors':>6}"
+                 + (f" {'max queue':>9}" if gateway else ""))  # fmt: skip
     for r in rows:
         lines.append(
             f"{r.name:<{width}}  {_secs(r.p50):>8} {_secs(r.p95):>8} {_secs(r.p99):>8} {r.cold_share:>6.1%} "
             f"{r.max_pods:>8} {r.gpu_hours:>10.2f} {'$' + format(r.cost, '.2f'):>10} "
             f"{'$' + format(r.cost_per_day, '.2f'):>9} {r.errors:>6}"
+            + (f" {'-' if r.max_queue is None else r.max_queue:>9}" if gateway else "")
         )
     return "\n".join(lines) + "\n"
 
@@ -103,6 +108,8 @@ def to_json(header: dict[str, Any], rows: list[Row], results: list[SimResult]) -
                 "rollout": [{"t": t, "event": what} for t, what in result.events],
                 "requests_by_revision": result.by_revision,
                 "simulated_seconds": result.end,
+                "gateway": None if result.gateway is None else {"max_inflight": result.gateway,
+                                                                "max_queue": result.max_queue},
             }
         )  # fmt: skip
     return json.dumps({**header, "scenarios": scenarios}, indent=2, default=lambda x: None)
@@ -139,7 +146,12 @@ def plot(path: Path, rows: list[Row], results: list[SimResult], title: str) -> N
     queue.fill_between(
         t, [s[4] for s in samples], step="post", color="tab:red", alpha=0.25, label="buffered requests"
     )
-    queue.set_ylabel("buffered requests")
+    if first.gateway is not None:
+        waiting = first.queue[::step]
+        queue.step([w[0] / scale for w in waiting], [w[1] for w in waiting], where="post", color="tab:purple",
+                   label="queued at the gateway")  # fmt: skip
+        queue.legend(loc="upper right")
+    queue.set_ylabel("buffered / queued requests")
     top.set_xlabel("hours" if hours else "seconds")
     top.set_ylabel("pods")
     top.set_title(f"{rows[0].name}: pods and queue over time")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from knsd.errors import UsageError
 from knsd.knative.config import KEYS, AutoscalerConfig, ConfigError, parse_config, validate_config
 from knsd.knative.validation import validate_annotations
+from knsd.service.gateway import max_inflight
 from knsd.service.spec import ServiceSpec
 from knsd.simulate.dist import Distribution
 from knsd.simulate.simulation import Rollout, SimResult, Simulation
@@ -84,8 +85,16 @@ def sweep(text: str, spec: ServiceSpec, config: AutoscalerConfig) -> list[Scenar
 def run(
     scenario: Scenario, workload: Workload, service: Distribution, cold: Distribution, seed: int
 ) -> SimResult:
+    gateway = max_inflight(scenario.spec) if scenario.spec.gateway else None
     return Simulation(
-        scenario.spec, scenario.config, workload, service, cold, seed, rollout=scenario.rollout
+        scenario.spec,
+        scenario.config,
+        workload,
+        service,
+        cold,
+        seed,
+        rollout=scenario.rollout,
+        gateway=gateway,
     ).run()
 
 

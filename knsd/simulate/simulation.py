@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections import deque
 from dataclasses import dataclass, field
 
 from knsd.knative.config import AutoscalerConfig
@@ -47,6 +48,7 @@ class SimRequest:
     end: float | None = None
     status: int = 0
     cold: bool = False
+    dispatched: float | None = None  # when it reached the route (after the gateway's queue, if any)
 
 
 @dataclass
@@ -63,6 +65,14 @@ class SimResult:
     zero_at: list[float] = field(default_factory=list)  # moments the last pod went away
     events: list[tuple[float, str]] = field(default_factory=list)  # a rollout's steps
     by_revision: dict[str, int] = field(default_factory=dict)  # successful requests per revision
+    gateway: int | None = None  # the gateway's in-flight bound, when a gateway queues in front of the route
+    queue: list[tuple[float, int]] = field(
+        default_factory=list
+    )  # (t, jobs waiting at the gateway), per second
+
+    @property
+    def max_queue(self) -> int:
+        return max((waiting for _, waiting in self.queue), default=0)
 
     @property
     def requests(self) -> int:
@@ -120,8 +130,14 @@ class Simulation:
         first_tick: float = TICK,
         first_scrape: float = SCRAPE,
         rollout: Rollout | None = None,
+        gateway: int | None = None,
     ) -> None:
         self.spec, self.config, self.workload = spec, config, workload
+        # knsd gateway in front: requests wait in its queue (Redis) and at most `gateway` are at the route.
+        self.gateway = gateway
+        self.gw_queue: deque[SimRequest] = deque()
+        self.gw_inflight = 0
+        self.gw_samples: list[tuple[float, int]] = []
         self.service_time, self.cold_start = service_time, cold_start
         self.rng = random.Random(seed)
         self.t = 0.0
@@ -199,9 +215,17 @@ class Simulation:
         self._push(self.t + self.service_time.sample(self.rng), DONE, (req, pod))
 
     def _arrive(self, arrival: float) -> None:
-        rev = self._pick()
-        req = SimRequest(arrival, revision=rev)
+        req = SimRequest(arrival)
         self.requests.append(req)
+        if self.gateway is not None and self.gw_inflight >= self.gateway:
+            self.gw_queue.append(req)  # waits in the gateway's queue, not at the activator
+            return
+        self._dispatch(req)
+
+    def _dispatch(self, req: SimRequest) -> None:
+        rev = self._pick()
+        req.revision, req.dispatched = rev, self.t
+        self.gw_inflight += 1
         rev.meter.change(+1)
         if rev.controller.poke_needed():
             rev.controller.poke(self.t)
@@ -211,9 +235,16 @@ class Simulation:
         except BufferFull:
             req.status, req.end = 503, self.t
             rev.meter.change(-1)
+            self._left_route()
             return
         if req.start is None:
             self._push(self.t + self.timeout, TIMEOUT, req)
+
+    def _left_route(self) -> None:
+        """A request is done at the route: the gateway sends the next one in its queue."""
+        self.gw_inflight -= 1
+        if self.gw_queue:
+            self._dispatch(self.gw_queue.popleft())
 
     def _done(self, req: SimRequest, pod: SimPod) -> None:
         rev = pod.revision
@@ -222,8 +253,9 @@ class Simulation:
         if pod.state == "terminating" and pod.inflight == 0:
             self._gone(pod)  # it drained its last request
         req.end = self.last_work = self.t
-        # The activator's timeout covers waiting and the response alike.
-        req.status = 504 if req.end - req.arrival > self.timeout else 200
+        # The activator's timeout covers waiting and the response alike (from when the route got it).
+        req.status = 504 if req.end - (req.dispatched or req.arrival) > self.timeout else 200
+        self._left_route()
 
     def _timeout(self, req: SimRequest) -> None:
         if req.start is None and req.end is None:
@@ -232,6 +264,7 @@ class Simulation:
             rev.meter.change(-1)
             req.status, req.end = 504, self.t
             self.last_work = self.t
+            self._left_route()
 
     def _ready(self, pod: SimPod) -> None:
         if pod.state != "pending":
@@ -302,6 +335,8 @@ class Simulation:
             desired += 0 if rev.retired else rev.controller.replicas
             buffered += rev.router.buffered
         self.samples.append((self.t, ready, pending, desired, buffered))
+        if self.gateway is not None:
+            self.gw_samples.append((self.t, len(self.gw_queue)))
 
     def _tail(self) -> float:
         """How long after its last request or pod start the service may still be scaling in."""
@@ -341,10 +376,11 @@ class Simulation:
                 and not self.heap
                 and not any(r.live for r in self.revisions)
                 and not any(r.router.waiters for r in self.revisions)
+                and not self.gw_queue
             )
             # The tail counts from the last work, not from the end of the workload: a cold start or a
             # service time longer than the tail must still finish, and the scale-in after it be seen.
-            busy = i < n or self._working > 0 or self._waiting()
+            busy = i < n or self._working > 0 or self._waiting() or bool(self.gw_queue)
             horizon = max(self.workload.duration, self.last_work) + tail
             if (not busy and t_next > horizon) or (settled and t_next >= self.workload.duration):
                 break
@@ -394,4 +430,6 @@ class Simulation:
                 rev.name: sum(1 for r in self.requests if r.revision is rev and r.status == 200)
                 for rev in self.revisions
             },
+            gateway=self.gateway,
+            queue=self.gw_samples,
         )
