@@ -14,9 +14,9 @@ from knsd.simulate.workload import poisson
 from tests.local_helpers import knsd
 
 
-def _run(rate: float, duration: float, gateway: int | None) -> SimResult:
+def _run(rate: float, duration: float, gateway: int | None, scale_min: int = 0) -> SimResult:
     workload = poisson(rate, duration, random.Random(7))
-    spec = ServiceSpec(scale_max=3, gateway=gateway is not None)
+    spec = ServiceSpec(scale_min=scale_min, scale_max=3, gateway=gateway is not None)
     return Simulation(
         spec, AutoscalerConfig(), workload, Distribution("fixed", 2.0), Distribution("fixed", 30.0), seed=7,
         gateway=gateway,
@@ -32,7 +32,7 @@ def test_an_overload_waits_at_the_gateway_instead_of_timing_out_at_the_activator
 
 
 def test_below_its_bound_the_gateway_changes_nothing() -> None:
-    direct, queued = _run(0.2, 600, None), _run(0.2, 600, 3)
+    direct, queued = _run(0.1, 600, None, scale_min=3), _run(0.1, 600, 3, scale_min=3)
     assert queued.max_queue == 0 and queued.latencies == direct.latencies
 
 
