@@ -191,3 +191,27 @@ def test_sync_request_accepting_an_event_stream_gets_events(
     result = json.loads(events[-1].split("data: ", 1)[1])
     assert len(result["images"]) == 1
     assert refused.status_code == 400 and refused.headers["content-type"].startswith("application/json")
+
+
+def test_every_gateway_metric_the_dashboard_uses_is_exported(
+    cache: Path, redis: Redis, upstream: str, tmp_path: Path
+) -> None:
+    from tests.test_grafana import DASHBOARD, exprs, metric_names
+
+    flags = ("--redis-prefix", prefix(), "--api-key", "alice=ka", "--rate", "alice=1/m")
+    with gateway(cache, upstream, redis.url, tmp_path / "gw.log", *flags) as gw:
+        alice = {"Authorization": "Bearer ka"}
+        assert httpx.post(
+            gw.url + "/sdapi/v1/txt2img", json={**SMALL, "seed": 5}, headers=alice, timeout=120
+        ).is_success
+        assert httpx.post(gw.url + "/sdapi/v1/txt2img", json=SMALL, headers=alice).status_code == 429
+        text = httpx.get(gw.url + "/metrics").text
+    exported = {
+        line.split()[0].split("{")[0] for line in text.splitlines() if line and not line.startswith("#")
+    }
+    used = set().union(*(metric_names(e) for e in exprs(json.loads(DASHBOARD.read_text())["panels"])))
+    gateway_used = {name for name in used if name.startswith("knsd_gateway_")}
+    assert len(gateway_used) >= 12 and gateway_used - exported == set()
+    assert 'knsd_gateway_jobs_total{status="succeeded",tenant="alice"} 1.0' in text
+    assert 'knsd_gateway_rejected_total{reason="rate",tenant="alice"} 1.0' in text
+    assert "knsd_gateway_queue_depth 0.0" in text and "knsd_gateway_breaker_state 0.0" in text
