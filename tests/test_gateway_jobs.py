@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,9 +40,11 @@ def upstream(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     yield from module_upstream(cache, tmp_path_factory)
 
 
-def _images(upstream: str) -> float:
+def _requests(upstream: str) -> float:
+    """txt2img requests the pod has received, whatever became of them."""
     text = httpx.get(upstream + "/metrics").text
-    return float(re.search(r"^knsd_images_generated_total (\S+)$", text, re.M).group(1))
+    pattern = r'^knsd_requests_total\{[^}]*route="/sdapi/v1/txt2img"[^}]*\} (\S+)$'
+    return sum(float(v) for v in re.findall(pattern, text, re.M))
 
 
 def test_async_job_gets_202_location_and_the_result_a_direct_request_gets(
@@ -87,7 +90,7 @@ def test_delete_cancels_a_queued_job_which_never_reaches_the_pod(
 ) -> None:
     flags = ("--redis-prefix", prefix(), "--max-inflight", "1")
     with gateway(cache, upstream, redis.url, tmp_path / "gw.log", *flags) as gw:
-        before = _images(upstream)
+        before = _requests(upstream)
         running = submit(gw.url, LONG)
         wait_job(gw.url, running, until=("running",), timeout=60)
         queued = submit(gw.url, {**SMALL, "seed": 3})
@@ -103,8 +106,8 @@ def test_delete_cancels_a_queued_job_which_never_reaches_the_pod(
     cancelled = job_of(redis, queued)
     assert after["status"] == "succeeded"
     assert cancelled["status"] == "cancelled" and cancelled["attempts"] == "0" and "started" not in cancelled
-    # The long one ran (the pod finishes it until pods stop on a disconnect) and the last one: never the cancelled.
-    assert _images(upstream) - before == 2
+    # The pod got the long one (cut when cancelled) and the last one: never the one cancelled in line.
+    assert _requests(upstream) - before == 2
 
 
 def job_of(server: Redis, job_id: str) -> dict[str, str]:
@@ -178,16 +181,17 @@ def test_sync_request_accepting_an_event_stream_gets_events(
 ) -> None:
     with gateway(cache, upstream, redis.url, tmp_path / "gw.log", "--redis-prefix", prefix()) as gw:
         headers = {"Accept": "text/event-stream"}
-        with httpx.stream(
-            "POST", gw.url + "/sdapi/v1/txt2img", json={**SMALL, "seed": 8}, headers=headers, timeout=120
-        ) as r:
+        body = {**LONG, "seed": 8}
+        with httpx.stream("POST", gw.url + "/sdapi/v1/txt2img", json=body, headers=headers, timeout=300) as r:
             kind = r.headers["content-type"]
             text = r.read().decode()
         refused = httpx.post(gw.url + "/sdapi/v1/txt2img", content=b"[]", headers=headers)
     assert kind.startswith("text/event-stream")
     events = [block for block in text.split("\n\n") if block.startswith("event:")]
     assert events[-1].startswith("event: result\ndata: ") and len(events) == text.count("event: ")
-    assert all(e.startswith("event: progress\n") for e in events[:-1])
+    assert events[:-1] and all(e.startswith("event: progress\n") for e in events[:-1])  # relayed from the pod
+    steps = {json.loads(e.split("data: ", 1)[1])["state"]["sampling_steps"] for e in events[:-1]}
+    assert steps == {LONG["steps"]}
     result = json.loads(events[-1].split("data: ", 1)[1])
     assert len(result["images"]) == 1
     assert refused.status_code == 400 and refused.headers["content-type"].startswith("application/json")
@@ -215,3 +219,21 @@ def test_every_gateway_metric_the_dashboard_uses_is_exported(
     assert 'knsd_gateway_jobs_total{status="succeeded",tenant="alice"} 1.0' in text
     assert 'knsd_gateway_rejected_total{reason="rate",tenant="alice"} 1.0' in text
     assert "knsd_gateway_queue_depth 0.0" in text and "knsd_gateway_breaker_state 0.0" in text
+
+
+def test_progress_is_relayed_from_the_streamed_upstream_into_the_job(
+    cache: Path, redis: Redis, upstream: str, tmp_path: Path
+) -> None:
+    with gateway(cache, upstream, redis.url, tmp_path / "gw.log", "--redis-prefix", prefix()) as gw:
+        job_id = submit(gw.url, LONG)
+        seen = []
+        while not seen or seen[-1]["status"] not in ("succeeded", "failed"):
+            seen.append(job(gw.url, job_id))
+            time.sleep(0.05)
+        running = [s["progress"] for s in seen if s["status"] == "running" and s["progress"]]
+    assert seen[-1]["status"] == "succeeded"
+    assert running and all(p["state"]["sampling_steps"] == LONG["steps"] for p in running)
+    assert all(0 <= p["progress"] <= 1 for p in running)
+    assert [p["state"]["sampling_step"] for p in running] == sorted(
+        p["state"]["sampling_step"] for p in running
+    )

@@ -161,3 +161,11 @@ def test_prefer_and_cache_control() -> None:
     assert prefers_async("respond-async") and prefers_async("wait=10, Respond-Async")
     assert not prefers_async(None) and not prefers_async("return=minimal")
     assert cache_directives("No-Cache, max-age=0") == {"no-cache", "max-age"}
+
+
+def test_an_error_event_stands_for_its_status() -> None:
+    from knsd.gateway.upstream import _event_status
+
+    assert _event_status(b'{"error": "Unavailable", "status": 503, "errors": "503: draining"}') == 503
+    assert _event_status(b'{"error": "InvalidField", "errors": "422: width must be ..."}') == 422
+    assert _event_status(b'{"detail": "?"}') == 500 and _event_status(b"not json") == 500

@@ -65,12 +65,18 @@ def _classify(status: int, body: bytes, pod: str) -> Outcome:
 
 
 def _event_status(data: bytes) -> int:
-    """The HTTP status an `event: error` stands for (knsd's `errors: "422: ..."`), 500 if it names none."""
+    """The HTTP status an `event: error` stands for: its `status`, else the one in A1111's `errors: "422: ..."`;
+    500 if it names none."""
     try:
         parsed = json.loads(data)
     except ValueError:
         return 500
-    match = _STATUS.match(str(parsed.get("errors", ""))) if isinstance(parsed, dict) else None
+    if not isinstance(parsed, dict):
+        return 500
+    status = parsed.get("status")
+    if isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599:
+        return status
+    match = _STATUS.match(str(parsed.get("errors", "")))
     return int(match.group(1)) if match else 500
 
 
