@@ -8,7 +8,7 @@ STAMP := $(VENV)/.knsd-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_VERBOSITY := error
 
-.PHONY: install test check lint demo bench image manifests clean
+.PHONY: install test check lint demo bench image manifests clean a1111-suite
 
 install: $(STAMP)
 
@@ -43,6 +43,11 @@ bench: install
 	$(BIN)/python loadtest/bench_families.py
 	$(BIN)/python loadtest/bench_addons.py
 	$(BIN)/python loadtest/bench_a1111.py
+
+# A1111 v1.10.1's own API test suite against `knsd serve --model tiny`, read from a local A1111 git mirror
+# (A1111_MIRROR); never part of `make test` (the suite is AGPL and is not copied here).
+a1111-suite: install
+	$(BIN)/python loadtest/a1111_suite.py
 
 image:
 	@engine=$$(command -v podman || command -v docker); \

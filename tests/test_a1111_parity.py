@@ -10,6 +10,7 @@ import pytest
 from knsd.errors import InvalidField
 from knsd.serve.api.infotext import ModelInfo, info, infotext
 from knsd.serve.api.request import parse_img2img, parse_txt2img
+from knsd.serve.api.scripts import parse_script
 from knsd.serve.generate.engine import Engine
 
 BASE = {"prompt": "a red cat", "width": 64, "height": 64, "steps": 3, "seed": 11}
@@ -124,7 +125,6 @@ def test_fields_knsd_cannot_honour_are_refused() -> None:
     for body, field in [
         ({"restore_faces": True}, "restore_faces"),
         ({"tiling": "yes"}, "tiling"),
-        ({"script_name": "x/y/z plot"}, "script_name"),
         ({"override_settings": {"randn_source": "GPU"}}, "override_settings.randn_source"),
         ({"override_settings": {"made_up": 1}}, "override_settings.made_up"),
         (
@@ -135,6 +135,9 @@ def test_fields_knsd_cannot_honour_are_refused() -> None:
         with pytest.raises(InvalidField) as err:
             parse_txt2img({**BASE, **body}, BUDGET)
         assert err.value.field == field
+    with pytest.raises(InvalidField) as err:
+        parse_script({**BASE, "script_name": "loopback"}, img2img=True)
+    assert err.value.field == "script_name" and "sd upscale" in err.value.message
     # harmless fields pass
     req = parse_txt2img({**BASE, "save_images": True, "override_settings": {"samples_save": False}}, BUDGET)
     assert req.steps == 3

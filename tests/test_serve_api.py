@@ -104,8 +104,12 @@ def test_listings_have_a1111_shapes(client: httpx.Client) -> None:
     # The tiny model comes with the tiny add-ons (knsd/serve/addons/tiny.py; tested in test_addons*.py).
     assert [item["name"] for item in get("loras")] == ["tiny-lora"]
     assert list(get("embeddings")["loaded"]) == ["tiny-emb"] and get("embeddings")["skipped"] == {}
-    assert get("scripts") == {"txt2img": ["controlnet"], "img2img": ["controlnet"]}
-    assert [(s["name"], s["is_alwayson"]) for s in get("script-info")] == [("controlnet", True)] * 2
+    assert get("scripts") == {"txt2img": ["controlnet"], "img2img": ["sd upscale", "controlnet"]}
+    assert [(s["name"], s["is_alwayson"]) for s in get("script-info")] == [
+        ("sd upscale", False),
+        ("controlnet", True),
+        ("controlnet", True),
+    ]
     for path in ("skip", "refresh-loras", "refresh-embeddings", "refresh-checkpoints", "refresh-vae"):
         r = client.post("/sdapi/v1/" + path)
         assert r.status_code == 200 and r.text == "null", path

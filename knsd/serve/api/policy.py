@@ -21,7 +21,7 @@ IGNORED_FIELDS = (
     "force_task_id",
     "comments",
     "override_settings_restore_afterwards",  # knsd applies overrides to the one request only
-    "script_args",  # only read with a script_name, which is refused
+    "script_args",  # only read with a script_name (knsd.serve.api.scripts), as in A1111
     "sampler_index",  # read when sampler_name is empty, as in A1111
     "refiner_switch_at",  # only read with a refiner_checkpoint, which is refused
     "image_cfg_scale",  # only used by instruct-pix2pix models
@@ -39,7 +39,6 @@ IGNORED_FIELDS = (
 _NEUTRAL: dict[str, tuple[tuple[Any, ...], str]] = {
     "restore_faces": ((None, False), "false: no face restorer is installed (see /sdapi/v1/face-restorers)"),
     "refiner_checkpoint": ((None, "", "None"), "null: knsd serves one checkpoint per pod (no refiner)"),
-    "script_name": ((None, ""), "null: no selectable scripts are installed (see /sdapi/v1/scripts)"),
     "firstpass_image": ((None, ""), "null: a given first-pass image is not supported"),
     "infotext": ((None, ""), "null: filling a request from an infotext is not supported; send the fields"),
     "mask": ((None, ""), "null: inpainting is not supported by knsd"),

@@ -29,6 +29,7 @@ from knsd.serve.api.schemas import (
     OPENAI_RESPONSE,
     TXT2IMG_REQUEST,
 )
+from knsd.serve.api.scripts import parse_script
 from knsd.serve.api.styles import apply_styles
 from knsd.serve.generate.engine import Engine
 from knsd.serve.generate.progress import Progress
@@ -37,6 +38,7 @@ from knsd.serve.http.body import read_object
 from knsd.serve.http.failure import Failure
 from knsd.serve.http.jobs import progress_body
 from knsd.serve.http.openapi import doc
+from knsd.serve.http.scripts import run_script
 from knsd.serve.http.state import ServerState, state_of
 from knsd.serve.http.stream import EventStream, Feed
 
@@ -150,6 +152,7 @@ async def txt2img(request: Request) -> Response:
     body = apply_styles(await read_object(request), state.styles)
     req = parse_txt2img(body, state.settings.max_pixels, state.generation_options)
     req = with_addons(state, body, req)
+    parse_script(body, img2img=False)  # no script runs on txt2img yet: a name is a 422
     return await _a1111_answer(request, state, req, "txt2img")
 
 
@@ -165,6 +168,9 @@ async def img2img(request: Request) -> Response:
     body = apply_styles(await read_object(request), state.styles)
     req = parse_img2img(body, state.settings.max_pixels, state.generation_options)
     req = with_addons(state, body, req)
+    call = parse_script(body, img2img=True)
+    if call is not None:  # a script's answer is one JSON object (no event stream)
+        return await run_script(state, body, req, call, "img2img")
     return await _a1111_answer(request, state, req, "img2img")
 
 

@@ -6,6 +6,8 @@ Shapes follow AUTOMATIC1111/stable-diffusion-webui `modules/api/api.py` and `mod
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -24,6 +26,7 @@ from knsd.serve.api.schemas import (
     opt,
     string,
 )
+from knsd.serve.api.scripts import RUNNABLE, script_infos
 from knsd.serve.api.upscalers import LATENT_UPSCALE_MODES, upscaler_items
 from knsd.serve.http.openapi import doc
 from knsd.serve.http.state import state_of
@@ -120,12 +123,12 @@ async def prompt_styles(request: Request) -> Response:
 
 
 @doc(
-    "Script titles (none: scripts are not supported)",
+    "Script titles per tab: the selectable scripts knsd runs and the always-on ControlNet",
     response=obj({"txt2img": arr(string()), "img2img": arr(string())}),
 )
 async def scripts(request: Request) -> Response:
     # Scripts by lower-cased title per tab; ControlNet is an always-on script in A1111.
-    return JSONResponse({"txt2img": ["controlnet"], "img2img": ["controlnet"]})
+    return JSONResponse({tab: [*RUNNABLE[tab], "controlnet"] for tab in ("txt2img", "img2img")})
 
 
 SCRIPT_INFO = obj(
@@ -133,16 +136,28 @@ SCRIPT_INFO = obj(
         "name": opt(string()),
         "is_alwayson": opt(boolean()),
         "is_img2img": opt(boolean()),
-        "args": arr(obj({"label": opt(string()), "value": ANY, "choices": opt(arr(string()))})),
+        "args": arr(
+            obj(
+                {
+                    "label": opt(string()),
+                    "value": ANY,
+                    "minimum": ANY,
+                    "maximum": ANY,
+                    "step": ANY,
+                    "choices": opt(arr(string())),
+                }
+            )
+        ),
     }
 )
 
 
 @doc("Scripts and their arguments", response=arr(SCRIPT_INFO))
 async def script_info(request: Request) -> Response:
-    return JSONResponse(
-        [{"name": "controlnet", "is_alwayson": True, "is_img2img": tab, "args": []} for tab in (False, True)]
-    )
+    always_on: list[dict[str, Any]] = [
+        {"name": "controlnet", "is_alwayson": True, "is_img2img": tab, "args": []} for tab in (False, True)
+    ]
+    return JSONResponse([*script_infos(), *always_on])
 
 
 @doc("Rescan the checkpoints (one model per pod: nothing to rescan)", response=NULL)
