@@ -26,6 +26,7 @@ SMALL = {"prompt": "pretty dog", "width": 64, "height": 64, "steps": 3}
 def served(request: pytest.FixtureRequest, cache: Path) -> Iterator[tuple[str, LoadedModel]]:
     model = load_model(request.param, cache, device="cpu")
     with running(create_app(ServeSettings(model=request.param, cache=cache), model=model), "/readyz") as url:
+        assert model.wait_hash(60) is not None  # hashed after ready, off the start-up path
         yield url, model
 
 

@@ -33,10 +33,17 @@ def test_single_file_loads_offline_and_matches_the_folder(name: str, cache: Path
     save_file(WRITERS[name](folder.txt2img), str(path))
     single = load_model(str(path), cache, device="cpu")  # no config: detected from keys and shapes
     assert single.family == folder.family
-    assert (
-        single.source.kind == "single_file" and single.title == f"{name}.safetensors [{single.sha256[:10]}]"
-    )
-    assert np.array_equal(_pixels(single), _pixels(folder))
+    assert single.source.kind == "single_file" and single.loaded_from == "original"
+    assert single.title == f"{name}.safetensors"  # A1111's title before the file is hashed
+    sha = single.wait_hash(60)  # hashed, then the converted weights kept beside the file
+    assert sha is not None and single.title == f"{name}.safetensors [{sha[:10]}]"
+    assert single.after_ready is not None and single.after_ready.saved is not None
+    assert single.after_ready.saved.parent == tmp_path / ".knsd"
+    expected = _pixels(folder)
+    assert np.array_equal(_pixels(single), expected)
+    again = load_model(str(path), cache, device="cpu")  # a later start: the converted weights as they are
+    assert again.loaded_from == "converted" and again.sha256 == sha
+    assert np.array_equal(_pixels(again), expected)
 
 
 def test_ckpt_is_read_weights_only(pristine_tiny_model: Any, cache: Path, tmp_path: Path) -> None:

@@ -35,7 +35,6 @@ class BenchSpec:
 def _random_model(spec: BenchSpec, target: str, torch_dtype: Any) -> Any:
     from diffusers.utils import logging as diffusers_logging
 
-    from knsd.serve.api.infotext import ModelInfo
     from knsd.serve.models.families.pipelines import folder_family
     from knsd.serve.models.families.standard import config_dir
     from knsd.serve.models.loader import LoadedModel, ModelSource, prepare_pipeline
@@ -48,7 +47,7 @@ def _random_model(spec: BenchSpec, target: str, torch_dtype: Any) -> Any:
     family = folder_family(config_dir(variant, spec.cache))
     pipe, img2img = prepare_pipeline(pipe, family, target, spec.quantize)
     source = ModelSource("folder", config_dir(variant, spec.cache), f"{variant} (random weights)")
-    return LoadedModel(pipe, img2img, ModelInfo(source.name, "0" * 10), source, target,
+    return LoadedModel(pipe, img2img, source.name, source, target,
                        str(torch_dtype).removeprefix("torch."), time.perf_counter() - started, family)  # fmt: skip
 
 

@@ -26,6 +26,13 @@ class DTypeChoice(StrEnum):
     float32 = "float32"
 
 
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
 class QuantizeChoice(StrEnum):
     none = "none"
     int8 = "int8"
@@ -92,7 +99,9 @@ def serve(
     warmup: bool = typer.Option(
         True, "--warmup/--no-warmup", help="Run one generation before reporting ready."
     ),
-    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    log_level: LogLevel = typer.Option(
+        LogLevel.info, "--log-level", help="knsd's log level: debug, info, warning or error."
+    ),
     quantize: QuantizeChoice = typer.Option(
         QuantizeChoice.none,
         "--quantize",
@@ -120,6 +129,12 @@ def serve(
     lora_cache_mb: float = typer.Option(
         1024.0, "--lora-cache-mb", min=0.0, help="RAM for parsed LoRA tensors (LRU cache), MiB."
     ),
+    convert_cache_gb: float = typer.Option(
+        32.0,
+        "--convert-cache-gb",
+        min=0.0,
+        help="Disk for converted single-file weights (beside the model, else in the cache), GB; 0: off.",
+    ),
     lora_overlap_steps: int = typer.Option(
         0,
         "--lora-overlap-steps",
@@ -129,8 +144,10 @@ def serve(
     ),
 ) -> None:
     """Serve a Stable Diffusion model over A1111's and OpenAI's HTTP APIs, one request at a time."""
-    from knsd.serve.http.server import run
     from knsd.serve.settings import ServeSettings
+    from knsd.serve.timeline import Timeline
+
+    timeline = Timeline()
 
     settings = ServeSettings(
         model=model,
@@ -148,7 +165,7 @@ def serve(
         compile=compile_unet,
         warmup=warmup,
         model_config=model_config,
-        log_level=log_level,
+        log_level=log_level.value,
         port_file=port_file,
         quantize=quantize.value,
         styles_files=tuple(styles_file),
@@ -157,10 +174,19 @@ def serve(
         embeddings_dir=embeddings_dir,
         lora_cache_mb=lora_cache_mb,
         lora_overlap_steps=lora_overlap_steps,
+        converted_max_bytes=int(convert_cache_gb * 1e9),
     )
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.value.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
-        code = run(settings)
+        # The model starts loading before the web server stack is even imported (knsd.serve.http.startup).
+        from knsd.serve.http.startup import begin
+
+        startup = begin(settings, timeline)
+        with timeline.phase("imports"):
+            from knsd.serve.http.server import run
+        code = run(settings, startup)
     except KnsdError as exc:
         typer.echo(f"knsd serve: {exc}", err=True)
         code = exc.exit_code

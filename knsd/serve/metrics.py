@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from knsd.serve.timeline import Timeline
+
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, float("inf"))
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, float("inf"))
 
@@ -30,6 +32,15 @@ class ServeMetrics:
     lora_patch_seconds: Histogram
     lora_cache_hits: Counter
     lora_cache_misses: Counter
+    # Start-up phases (imports, read, convert, build, to device, warm-up, ready), knsd.serve.timeline
+    startup_seconds: Gauge
+    startup_end: Gauge
+
+    def record_startup(self, timeline: Timeline) -> None:
+        """Publish the start-up phases: seconds spent in each, and when each ended since process start."""
+        for name, phase in timeline.phases().items():
+            self.startup_seconds.labels(name).set(phase.seconds)
+            self.startup_end.labels(name).set(phase.ended)
 
 
 def create_metrics() -> ServeMetrics:
@@ -80,5 +91,17 @@ def create_metrics() -> ServeMetrics:
         ),
         lora_cache_misses=Counter(
             "knsd_lora_cache_misses_total", "LoRAs read from disk (not in the RAM cache)", registry=registry
+        ),
+        startup_seconds=Gauge(
+            "knsd_startup_phase_seconds",
+            "Seconds spent in each start-up phase (phases overlap: the file is read while imports run)",
+            ["phase"],
+            registry=registry,
+        ),
+        startup_end=Gauge(
+            "knsd_startup_phase_end_seconds",
+            "When each start-up phase ended, in seconds since the process started (phase ready: readiness)",
+            ["phase"],
+            registry=registry,
         ),
     )

@@ -43,4 +43,6 @@ class ServeSettings:
     controlnet_dir: Path | None = None
     embeddings_dir: Path | None = None
     lora_cache_mb: float = 1024.0  # parsed LoRA tensors kept in RAM (LRU)
+    # Converted single-file weights kept for later starts (beside the model, else in the cache); 0: none.
+    converted_max_bytes: int = 32 << 30
     lora_overlap_steps: int = 0  # SwiftDiffusion's hidden loading: an uncached LoRA may be <= K steps late

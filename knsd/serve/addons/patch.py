@@ -50,6 +50,7 @@ class WeightPatcher:
         self._backups: dict[int, tuple[Any, Any]] = {}
         self._patched: set[int] = set()
         self._deltas: dict[int, Any] = {}
+        self.applies = 0  # patch operations so far (a writer of the weights checks none happened meanwhile)
 
     def _lookup(self, layer: LoraLayer) -> Any | None:
         root = self._components.get(layer.component)
@@ -78,6 +79,7 @@ class WeightPatcher:
         """Add every use's deltas (on top of what is already patched); returns the layers touched."""
         import torch
 
+        self.applies += 1
         pending: dict[int, tuple[Any, Any]] = {}
         missed = 0
         for use in uses:
@@ -112,6 +114,10 @@ class WeightPatcher:
                 self._deltas[key] = total
                 self._patched.add(key)
         return len(pending)
+
+    def state(self) -> tuple[bool, int]:
+        """Whether a LoRA is merged into the weights now, and how many patch operations ran so far."""
+        return bool(self._patched), self.applies
 
     def restore(self) -> None:
         """Copy the saved base weights back into every patched layer."""

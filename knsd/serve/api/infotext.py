@@ -19,7 +19,7 @@ class ModelInfo:
     """What A1111 reports about the loaded checkpoint."""
 
     name: str
-    hash: str
+    hash: str | None  # None until the checkpoint is hashed (the infotext then has no Model hash, as A1111's)
 
 
 def quote(value: Any) -> str:

@@ -15,6 +15,7 @@ from knsd.errors import KnsdError
 from knsd.serve.http.failure import describe
 from knsd.serve.http.middleware import AuthMiddleware, MetricsMiddleware
 from knsd.serve.http.routes import ROUTES
+from knsd.serve.http.startup import StartupLoad
 from knsd.serve.http.state import ServerState
 from knsd.serve.models.loader import LoadedModel
 from knsd.serve.settings import ServeSettings
@@ -29,9 +30,13 @@ def create_app(
     settings: ServeSettings,
     model: LoadedModel | None = None,
     on_fatal: Callable[[str], None] | None = None,
+    startup: StartupLoad | None = None,
 ) -> Starlette:
-    """The ASGI app; the model loads in the background after startup unless one is given."""
+    """The ASGI app; the model loads in the background after startup unless one is given (`model`) or its
+    load was started before the app was built (`startup`: the pipeline thread, the load, its timeline)."""
     state = ServerState(settings=settings, on_fatal=on_fatal)
+    if startup is not None:
+        state.executor, state.preload, state.timeline = startup.executor, startup.future, startup.timeline
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -12,6 +12,7 @@ from types import FrameType
 import uvicorn
 
 from knsd.serve.http.app import create_app
+from knsd.serve.http.startup import StartupLoad
 from knsd.serve.http.state import ServerState
 from knsd.serve.settings import ServeSettings
 
@@ -43,6 +44,9 @@ class DrainingServer(uvicorn.Server):
             tmp = port_file.with_name(port_file.name + ".tmp")
             tmp.write_text(str(port))
             os.replace(tmp, port_file)
+        if self.servers:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            log.info("listening on http://%s:%d", host, port)
 
     def fatal(self, reason: str) -> None:
         """Stop with exit code 1 (the model could not be loaded)."""
@@ -77,20 +81,22 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def run(settings: ServeSettings) -> int:
-    """Serve until drained after a signal; return the process exit code."""
-    # torch imported first from the pipeline thread makes every generation ~20 % slower here (its thread
-    # pools start from that thread); import it on the main thread before serving. diffusers and the model
-    # still load in the background, behind /readyz.
-    import torch  # noqa: F401
+def run(settings: ServeSettings, startup: StartupLoad | None = None) -> int:
+    """Serve until drained after a signal; return the process exit code. `startup`: the load `begin`
+    started (without one, torch is imported here and the model loads once the server listens)."""
+    if startup is None:
+        # torch imported first from the pipeline thread makes every generation ~20 % slower here (its
+        # thread pools start from that thread); import it on the main thread before serving.
+        import torch  # noqa: F401
 
     holder: dict[str, DrainingServer] = {}
-    app = create_app(settings, on_fatal=lambda reason: holder["server"].fatal(reason))
+    app = create_app(settings, on_fatal=lambda reason: holder["server"].fatal(reason), startup=startup)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        log_level=settings.log_level,
+        log_config=None,  # knsd's logging format; uvicorn's start-up chatter below warning (knsd logs "listening")
+        log_level=settings.log_level if settings.log_level in ("debug", "error", "critical") else "warning",
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=5,
         timeout_keep_alive=30,

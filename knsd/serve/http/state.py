@@ -6,25 +6,25 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from starlette.requests import Request
 
-from knsd.cache import cache_dir
 from knsd.errors import Unavailable
 from knsd.serve.addons.manager import AddOns
 from knsd.serve.addons.setup import create_addons
 from knsd.serve.api.policy import server_options
-from knsd.serve.api.request import parse_txt2img
+from knsd.serve.api.request import GenerationRequest, parse_txt2img
 from knsd.serve.api.styles import StyleDatabase, load_styles
 from knsd.serve.generate.engine import Engine
 from knsd.serve.http.admission import Admission
+from knsd.serve.http.startup import start_loading
 from knsd.serve.metrics import ServeMetrics, create_metrics
-from knsd.serve.models.loader import LoadedModel, load_model
+from knsd.serve.models.loader import LoadedModel
 from knsd.serve.settings import ServeSettings
+from knsd.serve.timeline import Timeline
 
 log = logging.getLogger("knsd.serve")
 T = TypeVar("T")
@@ -47,6 +47,9 @@ class ServerState:
     # A1111's options object, as set by POST /sdapi/v1/options (api.options, api.policy).
     generation_options: dict[str, Any] = field(default_factory=server_options)
     styles: StyleDatabase = field(init=False)
+    # The model load `knsd serve` started before the app existed (on `executor`), and its phases.
+    preload: Future[LoadedModel] | None = None
+    timeline: Timeline = field(default_factory=Timeline)
 
     def __post_init__(self) -> None:
         self.admission = Admission(self.settings.max_queue)
@@ -96,35 +99,51 @@ class ServerState:
             raise
 
     async def load(self, model: LoadedModel | None = None) -> None:
-        """Load (unless given) and warm the model; on failure report it as fatal."""
+        """Load (unless given or started already) and warm the model; on failure report it as fatal."""
         s = self.settings
         try:
+            if model is None and self.preload is not None:
+                model = await asyncio.wrap_future(self.preload)
             if model is None:
-                cache = s.cache or cache_dir()
-                model = await self.in_worker(
-                    lambda: load_model(
-                        s.model, Path(cache), s.device, s.dtype, s.model_config, s.compile, s.quantize
-                    )
-                )
+                model = await self.in_worker(lambda: start_loading(s, self.timeline))
             self.metrics.model_load.set(model.load_seconds)
             engine = Engine(model, on_step=self.metrics.step_seconds.observe)
             loaded = model
             engine.addons = await self.in_worker(lambda: create_addons(loaded, s, self.metrics))
             if s.warmup:
-                warm = parse_txt2img(
-                    {"prompt": "warm-up", "steps": 2, "width": 64, "height": 64, "seed": 0}, 1 << 30
-                )
-                seconds = await _timed(self.in_worker(lambda: engine.generate(warm, job="warm-up")))
+                warm = warmup_request(loaded, s.compile)
+                with self.timeline.phase("warm-up"):
+                    seconds = await _timed(self.in_worker(lambda: engine.generate(warm, job="warm-up")))
                 self.metrics.warmup.set(seconds)
-                log.info("warm-up generation done in %.2fs", seconds)
+                log.info("warm-up generation (%dx%d, %d step) done in %.2fs", warm.width, warm.height,
+                         warm.steps, seconds)  # fmt: skip
             self.engine = engine
             self.ready_after = time.monotonic() - self.started
-            log.info("ready after %.2fs", self.ready_after)
+            self.timeline.mark("ready")
+            self.metrics.record_startup(self.timeline)
+            log.info("ready %.2fs after the process started", self.timeline.now())
+            if loaded.after_ready is not None:  # the hash and the converted weights, off the start-up path
+                patcher = getattr(engine.addons, "patcher", None)
+                if patcher is not None:
+                    loaded.after_ready.patch_state = patcher.state
+                loaded.after_ready.start()
         except Exception as exc:  # any failure to load is fatal for a pod: report and let it restart
             self.load_error = str(exc)
             log.error("model load failed: %s", exc)
             if self.on_fatal is not None:
                 self.on_fatal(str(exc))
+
+
+def warmup_request(model: LoadedModel, compiled: bool) -> GenerationRequest:
+    """The warm-up: every served module once at the smallest size (64x64, 1 step, no CFG batch); with
+    --compile, the shape requests will have (the family's default size, CFG), so it is compiled before
+    the first request, and enough steps for CUDA graphs to be recorded and replayed."""
+    if compiled:
+        side = model.family.default_size
+        body = {"prompt": "warm-up", "steps": 3, "width": side, "height": side, "seed": 0}
+    else:
+        body = {"prompt": "warm-up", "steps": 1, "width": 64, "height": 64, "seed": 0, "cfg_scale": 1.0}
+    return parse_txt2img(body, 1 << 30)
 
 
 async def _timed(awaitable: Any) -> float:

@@ -1,7 +1,9 @@
 """Loading a Stable Diffusion checkpoint: the tiny model, a diffusers folder or a single file.
 
-All three go through `load_model`: the tiny model is first built into the cache as a diffusers folder
-and then loaded exactly like a real one.
+All go through `load_model`: the tiny model is first built into the cache as a diffusers folder and then
+loaded exactly like a real one. A `.safetensors` single file takes the fast path: its tensors come from
+`prefetch` (mapped, in the served dtype, started before torch was imported), the modules are built around
+them (`singlefile`), and the converted weights are kept for later starts (`converted`, `background`).
 """
 
 from __future__ import annotations
@@ -9,30 +11,24 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from knsd.errors import ModelError
 from knsd.serve.api.infotext import ModelInfo
+from knsd.serve.models.background import AfterReady, PendingConversion
 from knsd.serve.models.families import SD1, Family
 from knsd.serve.models.families.detect import T5_KEY, Detected, detect, read_shapes
-from knsd.serve.models.hashes import file_sha256
-from knsd.serve.models.tiny import TINY_NAMES, ensure_tiny_model
+from knsd.serve.models.hashes import known_sha256
+from knsd.serve.models.prefetch import Prefetch, Prepared
+from knsd.serve.models.source import SINGLE_FILE_SUFFIXES, ModelSource, resolve_source
 from knsd.serve.settings import Device, DType
+from knsd.serve.timeline import Timeline
 
+__all__ = ["SINGLE_FILE_SUFFIXES", "LoadedModel", "ModelSource", "load_model", "resolve_source"]
 log = logging.getLogger("knsd.serve")
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSource:
-    """Where a model comes from: `kind` is "folder" or "single_file"."""
-
-    kind: str
-    path: Path
-    name: str
+CONVERTED_MAX_BYTES = 32 << 30
 
 
 @dataclass(slots=True)
@@ -41,20 +37,41 @@ class LoadedModel:
 
     txt2img: Any
     img2img: Any
-    info: ModelInfo
+    name: str
     source: ModelSource
     device: str
     dtype: str
     load_seconds: float
     family: Family = SD1
-    sha256: str | None = None  # of the checkpoint file (a folder: its denoiser weights)
     quantize: str = "none"
+    # A1111's sha256 of the checkpoint file (a folder: its denoiser weights), once known (see `after_ready`).
+    after_ready: AfterReady | None = None
+    loaded_from: str = "folder"  # "converted", "original" (a single file) or "folder"
+    timeline: Timeline = field(default_factory=Timeline)
+
+    @property
+    def sha256(self) -> str | None:
+        """The checkpoint's sha256 when known (cached, or hashed in the background after start-up)."""
+        return self.after_ready.sha256 if self.after_ready is not None else None
+
+    @property
+    def info(self) -> ModelInfo:
+        """Name and A1111's short hash (10 hex of the sha256; None until the hash is known)."""
+        sha = self.sha256
+        return ModelInfo(name=self.name, hash=sha[:10] if sha else None)
 
     @property
     def title(self) -> str:
-        """A1111's checkpoint title: file name (with extension) and the 10-hex short hash of its sha256."""
-        name = self.source.path.name if self.source.kind == "single_file" else self.info.name
-        return f"{name} [{self.info.hash}]"
+        """A1111's checkpoint title: file name (with extension) and the 10-hex short hash, when known."""
+        name = self.source.path.name if self.source.kind == "single_file" else self.name
+        short = self.info.hash
+        return f"{name} [{short}]" if short else name
+
+    def wait_hash(self, timeout: float | None = None) -> str | None:
+        """Start the background work now if it has not started, wait for it, return the sha256."""
+        if self.after_ready is not None:
+            self.after_ready.wait(timeout)
+        return self.sha256
 
     @property
     def components(self) -> dict[str, Any]:
@@ -77,32 +94,6 @@ class LoadedModel:
     def denoiser(self) -> Any:
         """The UNet (SD 1.x/2.x/SDXL) or the MMDiT transformer (SD 3.x)."""
         return getattr(self.txt2img, self.family.denoiser)
-
-
-def resolve_source(model: str, cache: Path) -> ModelSource:
-    """Turn `--model tiny|tiny-sdxl|tiny-sd3|PATH` into a source; a missing or unrecognised path is a ModelError."""
-    if model in TINY_NAMES:
-        return ModelSource("folder", ensure_tiny_model(cache, model), "tiny-sd" if model == "tiny" else model)
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if (path / "model_index.json").is_file():
-            return ModelSource("folder", path, path.name)
-        # A model volume holding one checkpoint file (e.g. /models/v1-5-pruned-emaonly.safetensors).
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in SINGLE_FILE_SUFFIXES)
-        if len(files) == 1:
-            return ModelSource("single_file", files[0], files[0].stem)
-        found = ", ".join(p.name for p in files) or "none"
-        raise ModelError(
-            f"{path} has no model_index.json and not exactly one .safetensors/.ckpt file (found: {found}); "
-            "pass --model with the folder of a diffusers model or the checkpoint file itself"
-        )
-    if path.is_file():
-        if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
-            raise ModelError(f"{path}: a single-file checkpoint must end in .safetensors or .ckpt")
-        return ModelSource("single_file", path, path.stem)
-    raise ModelError(
-        f"model {model!r} not found: expected {', '.join(TINY_NAMES)}, a diffusers folder or a .safetensors file"
-    )
 
 
 def resolve_device(device: Device) -> str:
@@ -154,21 +145,76 @@ def _denoiser_weights(source: ModelSource, family: Family) -> Path:
     return candidates[0] if candidates else source.path / "model_index.json"
 
 
-def _load_pipeline(source: ModelSource, cache: Path, config: Path | None, dtype: Any) -> tuple[Any, Family]:
+def _import_classes(config: Path) -> None:
+    """Import the pipeline's and its components' classes (the heavy imports, timed on their own)."""
+    import json
+
+    import diffusers
+    import transformers
+
+    index = json.loads((config / "model_index.json").read_text())
+    getattr(diffusers, index["_class_name"])
+    for value in index.values():
+        if isinstance(value, list) and len(value) == 2 and value[0] in ("diffusers", "transformers"):
+            getattr(diffusers if value[0] == "diffusers" else transformers, value[1])
+
+
+def _single_file(
+    source: ModelSource,
+    prepared: Prepared | None,
+    cache: Path,
+    config: Path | None,
+    dtype: Any,
+    timeline: Timeline,
+) -> tuple[Any, Family, str, PendingConversion | None]:
+    """A single file's pipeline, its family, where it came from and the conversion to keep (if any)."""
+    from knsd.serve.models import singlefile
     from knsd.serve.models.families import pipelines
 
-    if source.kind == "folder":
-        family = pipelines.folder_family(source.path)
-        return pipelines.load_folder(source.path, family, dtype), family
-    shapes = read_shapes(source.path)
-    if config is not None:  # --model-config overrides detection
-        family = pipelines.folder_family(config)
-        detected = Detected(family, "custom", has_t5=T5_KEY in shapes)
+    if prepared is not None and prepared.detected is not None:
+        detected = prepared.detected
+        config = config if config is not None else pipelines.config_for(detected, cache)
+    elif config is not None:
+        detected = Detected(
+            pipelines.folder_family(config), "custom", has_t5=T5_KEY in read_shapes(source.path)
+        )
     else:
-        detected = detect(source.path, shapes)
+        detected = detect(source.path, read_shapes(source.path))
         config = pipelines.config_for(detected, cache)
     log.info("%s: %s (%s), config %s", source.path.name, detected.family.label, detected.variant, config)
-    return pipelines.load_single_file(source.path, detected, config, dtype), detected.family
+    with timeline.phase("imports"):
+        _import_classes(config)
+    if prepared is not None and prepared.kind == "converted":
+        try:
+            with timeline.phase("build"):
+                pipe = singlefile.from_converted(config, detected, prepared.tensors)
+            return pipe, detected.family, "converted", None
+        except (ModelError, RuntimeError, KeyError, ValueError) as exc:
+            log.warning(
+                "converted weights %s unusable (%s): converting the original again", prepared.identity, exc
+            )
+            with timeline.phase("convert"):
+                prepared.tensors = _cast(prepared, dtype)
+    if prepared is not None:
+        with timeline.phase("build"):
+            pipe = singlefile.from_original(config, detected, prepared.tensors, dtype)
+        pending = None
+        if prepared.identity is not None:
+            meta = {"knsd.source": str(source.path), "knsd.variant": detected.variant}
+            pending = PendingConversion(prepared.identity, singlefile.converted_state(pipe), meta)
+        return pipe, detected.family, "original", pending
+    with timeline.phase("build"):  # a .ckpt: diffusers reads it (weights only, never unpickling code)
+        pipe = pipelines.load_single_file(source.path, detected, config, dtype)
+    return pipe, detected.family, "original", None
+
+
+def _cast(prepared: Prepared, dtype: Any) -> dict[str, Any]:
+    from knsd.serve.models.singlefile import original_tensors
+
+    return {
+        k: v.to(dtype) if v.is_floating_point() and v.dtype != dtype else v
+        for k, v in original_tensors(prepared.source.tensors()).items()
+    }
 
 
 def prepare_pipeline(
@@ -197,24 +243,7 @@ def prepare_pipeline(
     return pipe, img2img
 
 
-def load_model(
-    model: str,
-    cache: Path,
-    device: Device = "auto",
-    dtype: DType = "auto",
-    config: Path | None = None,
-    compile_unet: bool = False,
-    quantize: str = "none",
-) -> LoadedModel:
-    """Load a pipeline of any supported family on the chosen device; no network access is ever made."""
-    started = time.perf_counter()
-    source = resolve_source(model, cache)
-    target = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, target)
-    from knsd.serve.models.families import pipelines
-    from knsd.serve.models.quantize import check_quantize
-
-    check_quantize(quantize, target)
+def _quiet_libraries() -> None:
     from diffusers.utils import logging as diffusers_logging
 
     # knsd disables the safety checker on purpose (a serving shim, like A1111); keep its warning out of logs.
@@ -223,33 +252,77 @@ def load_model(
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # mypy misreads diffusers/transformers
-    # A1111 hashes the whole file; do it on a second thread while the weights load (hashlib frees the GIL).
-    hasher = ThreadPoolExecutor(1, "knsd-hash")
+
+
+def load_model(
+    model: str,
+    cache: Path,
+    device: Device = "auto",
+    dtype: DType = "auto",
+    config: Path | None = None,
+    compile_unet: bool = False,
+    quantize: str = "none",
+    *,
+    prefetch: Prefetch | None = None,
+    converted_max_bytes: int = CONVERTED_MAX_BYTES,
+) -> LoadedModel:
+    """Load a pipeline of any supported family on the chosen device; no network access is ever made.
+
+    `prefetch` is the head start `knsd serve` began before importing torch (one is made here otherwise);
+    `converted_max_bytes` bounds the converted files kept in the cache (0: none kept, none used).
+    """
+    timeline = prefetch.timeline if prefetch is not None else Timeline()
+    started = time.perf_counter()
+    source = resolve_source(model, cache)
+    target = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, target)
+    from knsd.serve.models.families import pipelines
+    from knsd.serve.models.quantize import check_quantize
+
+    check_quantize(quantize, target)
+    with timeline.phase("imports"):
+        _quiet_libraries()
+    prepared = None
+    if source.kind == "single_file" and source.path.suffix.lower() == ".safetensors":
+        if prefetch is None:
+            prefetch = Prefetch(model, cache, target, dtype, config, converted_max_bytes > 0, timeline)
+        prepared = prefetch.result()
+        if prepared is not None and (prepared.path != source.path or prepared.dtype != str(torch_dtype)[6:]):
+            prepared = None  # prepared for another device or dtype than torch reports: read again
     try:
-        sha256 = hasher.submit(file_sha256, source.path, cache) if source.kind == "single_file" else None
-        try:
-            pipe, family = _load_pipeline(source, cache, config, torch_dtype)
-        except (
-            Exception
-        ) as exc:  # diffusers raises many kinds (OSError, ValueError, SingleFileComponentError)
-            raise pipelines.describe_failure(source.path, exc, config is not None) from exc
-        if sha256 is None:
-            sha256 = hasher.submit(file_sha256, _denoiser_weights(source, family), cache)
+        if source.kind == "folder":
+            family = pipelines.folder_family(source.path)
+            with timeline.phase("imports"):
+                _import_classes(source.path)
+            with timeline.phase("build"):
+                pipe = pipelines.load_folder(source.path, family, torch_dtype)
+            loaded_from, pending = "folder", None
+        else:
+            pipe, family, loaded_from, pending = _single_file(
+                source, prepared, cache, config, torch_dtype, timeline
+            )
+    except Exception as exc:  # diffusers raises many kinds (OSError, ValueError, SingleFileComponentError)
+        raise pipelines.describe_failure(source.path, exc, config is not None) from exc
+    with timeline.phase("to device"):
         pipe, img2img = prepare_pipeline(pipe, family, target, quantize, compile_unet)
-        digest = sha256.result()
-    finally:
-        hasher.shutdown(wait=False)
+    hash_path = _denoiser_weights(source, family)
+    sha = known_sha256(hash_path, cache)
+    if sha is None and prepared is not None and loaded_from == "converted":
+        sha = prepared.sha256  # recorded in the converted file, whose identity matched the source's
     seconds = time.perf_counter() - started
-    log.info("loaded %s (%s) on %s/%s in %.2fs", source.name, source.path, target, torch_dtype, seconds)
+    log.info("loaded %s (%s, %s) on %s/%s in %.2fs", source.name, source.path, loaded_from, target,
+             str(torch_dtype)[6:], seconds)  # fmt: skip
     return LoadedModel(
         txt2img=pipe,
         img2img=img2img,
-        info=ModelInfo(name=source.name, hash=digest[:10]),
+        name=source.name,
         source=source,
         device=target,
         dtype=str(torch_dtype).removeprefix("torch."),
         load_seconds=seconds,
         family=family,
-        sha256=digest,
         quantize=quantize,
+        after_ready=AfterReady(hash_path, cache, sha, pending, converted_max_bytes),
+        loaded_from=loaded_from,
+        timeline=timeline,
     )

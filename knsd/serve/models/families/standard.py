@@ -61,7 +61,8 @@ def _write_tokenizers(folder: Path) -> None:
         (target / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
 
 
-def _fingerprint(variant: str) -> str:
+def fingerprint(variant: str) -> str:
+    """A short digest of the shipped config files of `variant` (it names the built config folder)."""
     digest = hashlib.sha256()
     for path in sorted((_data() / "models" / variant).rglob("*.json")):
         digest.update(path.read_bytes())
@@ -75,4 +76,4 @@ def config_dir(variant: str, cache: Path) -> Path:
         shutil.copytree(_data() / "models" / variant, staging, dirs_exist_ok=True)
         _write_tokenizers(staging)
 
-    return build_once(cache / "configs" / f"{variant}-{_fingerprint(variant)}", build, cache)
+    return build_once(cache / "configs" / f"{variant}-{fingerprint(variant)}", build, cache)
