@@ -209,16 +209,19 @@ def test_third_party_noise_is_dropped_at_its_source() -> None:
     quiet_third_party()
     kept = _Kept()
     loggers = [logging.getLogger(name) for name in [*NOISE, "knsd.serve"]]
+    levels = [logger.level for logger in loggers]  # libraries set their own verbosity when loaded
     for logger in loggers:
         logger.addHandler(kept)
+        logger.setLevel(logging.DEBUG)
     try:
         for name, needles in NOISE.items():
             logging.getLogger(name).warning("prefix %s suffix", needles[0])
             logging.getLogger(name).warning("something else from %s", name)
         logging.getLogger("knsd.serve").warning("knsd's own line")
     finally:
-        for logger in loggers:
+        for logger, level in zip(loggers, levels, strict=True):
             logger.removeHandler(kept)
+            logger.setLevel(level)
     assert not any(n in m for m in kept.messages for needles in NOISE.values() for n in needles)
     others = [m for m in kept.messages if m.startswith("something else")]
     assert len(set(others)) == len(NOISE) and "knsd's own line" in kept.messages  # only the noise is dropped
