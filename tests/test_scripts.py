@@ -110,6 +110,7 @@ def test_sd_upscale_tiles_are_img2img_runs_with_consecutive_seeds(url: str) -> N
 def test_script_listings_have_a1111s_shapes(url: str) -> None:
     scripts = httpx.get(url + "/sdapi/v1/scripts").json()
     assert "sd upscale" in scripts["img2img"] and "sd upscale" not in scripts["txt2img"]
+    assert "prompt matrix" in scripts["txt2img"] and "prompts from file or textbox" in scripts["img2img"]
     infos = httpx.get(url + "/sdapi/v1/script-info").json()
     [entry] = [e for e in infos if e["name"] == "sd upscale"]
     assert entry["is_img2img"] is True and entry["is_alwayson"] is False
@@ -134,4 +135,86 @@ def test_script_refusals_name_the_argument(url: str, fields: dict[str, Any], fie
     r = httpx.post(url + "/sdapi/v1/img2img", json=body, timeout=60)
     assert r.status_code == 422 and r.json()["field"] == field, r.text
     r = httpx.post(url + "/sdapi/v1/txt2img", json={**SMALL, "script_name": "sd upscale"}, timeout=60)
-    assert r.status_code == 422 and r.json()["field"] == "script_name"
+    assert r.status_code == 422 and r.json()["field"] == "script_name"  # an img2img script
+
+
+def _post(url: str, route: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(url + f"/sdapi/v1/{route}", json=body, timeout=300)
+
+
+def test_prompt_matrix_makes_every_combination_and_a_labelled_grid(url: str) -> None:
+    body = {**SMALL, "prompt": "a cat|red|blue", "script_name": "prompt matrix", "script_args": [False, True]}
+    r = _post(url, "txt2img", body)
+    assert r.status_code == 200, r.text
+    data = json.loads(r.json()["info"])
+    assert data["all_prompts"] == ["a cat", "a cat, red", "a cat, blue", "a cat, red, blue"]
+    assert data["all_seeds"] == [9, 10, 11, 12]  # "Use different seed for each picture"
+    assert data["index_of_first_image"] == 1 and len(r.json()["images"]) == 5
+    assert data["infotexts"][0] == data["infotexts"][1] and data["infotexts"][4].startswith(
+        "a cat, red, blue\n"
+    )
+    grid = _image(r.json()["images"][0])
+    # 2 x 2 cells of 64 (rows = 1 << ((3 parts - 1) // 2)), row labels 3/4 of a cell wide, column labels above
+    assert grid.width == 128 + 48 and grid.height > 128
+    # each cell is exactly the lone generation of its prompt and seed
+    alone = _post(url, "txt2img", {**SMALL, "prompt": "a cat, blue", "seed": 11})
+    assert r.json()["images"][3] == alone.json()["images"][0]
+
+
+def test_prompt_matrix_on_the_negative_prompt_with_spaces_at_start(url: str) -> None:
+    body = {
+        **SMALL,
+        "negative_prompt": "ugly|blurry",
+        "script_name": "prompt matrix",
+        "script_args": [True, False, "negative", "space", 4],
+    }
+    r = _post(url, "txt2img", body)
+    data = json.loads(r.json()["info"])
+    assert data["all_negative_prompts"] == ["ugly", "blurry ugly"] and data["all_seeds"] == [9, 9]
+
+
+def test_prompts_from_file_lines_and_their_tags(url: str) -> None:
+    lines = "red\n\n--prompt blue sky --steps 3 --seed 5 --outpath_samples /x\n--made_up 1\n"
+    body = {**SMALL, "prompt": "a cat", "script_name": "prompts from file or textbox"}
+    r = _post(url, "txt2img", {**body, "script_args": [False, False, "end", lines]})
+    assert r.status_code == 200, r.text
+    data = json.loads(r.json()["info"])
+    # a line with an unknown tag is a prompt as a whole, as in A1111
+    assert data["all_prompts"] == ["a cat red", "a cat blue sky", "a cat --made_up 1"]
+    assert data["all_seeds"] == [9, 5, 9] and "Steps: 3, " in data["infotexts"][1]
+    r = _post(url, "txt2img", {**body, "script_args": [True, False, "start", "red\nblue"]})
+    data = json.loads(r.json()["info"])
+    assert data["all_prompts"] == ["red a cat", "blue a cat"] and data["all_seeds"] == [9, 10]  # iterate seed
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"script_name": "prompt matrix", "prompt": "a|b|c|d|e|f|g|h", "script_args": []}, "script_args"),
+        ({"script_name": "prompt matrix", "script_args": [False, False, "both"]}, "script_args[2]"),
+        (
+            {
+                "script_name": "prompts from file or textbox",
+                "script_args": [False, False, "end", "--sd_model x.ckpt --prompt a"],
+            },
+            "script_args[3] line 1",
+        ),
+        (
+            {
+                "script_name": "prompts from file or textbox",
+                "script_args": [False, False, "end", "--styles s --prompt a"],
+            },
+            "script_args[3] line 1",
+        ),
+        (
+            {
+                "script_name": "prompts from file or textbox",
+                "script_args": [False, False, "end", "--steps 900"],
+            },
+            "steps",
+        ),
+    ],
+)
+def test_prompt_script_refusals(url: str, fields: dict[str, Any], field: str) -> None:
+    r = _post(url, "txt2img", {**SMALL, **fields})
+    assert r.status_code == 422 and r.json()["field"] == field, r.text

@@ -104,11 +104,18 @@ def test_listings_have_a1111_shapes(client: httpx.Client) -> None:
     # The tiny model comes with the tiny add-ons (knsd/serve/addons/tiny.py; tested in test_addons*.py).
     assert [item["name"] for item in get("loras")] == ["tiny-lora"]
     assert list(get("embeddings")["loaded"]) == ["tiny-emb"] and get("embeddings")["skipped"] == {}
-    assert get("scripts") == {"txt2img": ["controlnet"], "img2img": ["sd upscale", "controlnet"]}
-    assert [(s["name"], s["is_alwayson"]) for s in get("script-info")] == [
-        ("sd upscale", False),
-        ("controlnet", True),
-        ("controlnet", True),
+    assert get("scripts") == {
+        "txt2img": ["prompt matrix", "prompts from file or textbox", "controlnet"],
+        "img2img": ["prompt matrix", "prompts from file or textbox", "sd upscale", "controlnet"],
+    }
+    assert [(s["name"], s["is_img2img"], s["is_alwayson"]) for s in get("script-info")] == [
+        ("prompt matrix", False, False),
+        ("prompts from file or textbox", False, False),
+        ("prompt matrix", True, False),
+        ("prompts from file or textbox", True, False),
+        ("sd upscale", True, False),
+        ("controlnet", False, True),
+        ("controlnet", True, True),
     ]
     for path in ("skip", "refresh-loras", "refresh-embeddings", "refresh-checkpoints", "refresh-vae"):
         r = client.post("/sdapi/v1/" + path)

@@ -19,7 +19,10 @@ from knsd.errors import InvalidField
 from knsd.serve.api.upscalers import BUILTIN_UPSCALERS
 
 # The scripts knsd runs, per tab (A1111 lists them by lower-cased title).
-RUNNABLE = {"txt2img": (), "img2img": ("sd upscale",)}
+RUNNABLE = {
+    "txt2img": ("prompt matrix", "prompts from file or textbox"),
+    "img2img": ("prompt matrix", "prompts from file or textbox", "sd upscale"),
+}
 
 
 @cache

@@ -152,7 +152,15 @@ async def txt2img(request: Request) -> Response:
     body = apply_styles(await read_object(request), state.styles)
     req = parse_txt2img(body, state.settings.max_pixels, state.generation_options)
     req = with_addons(state, body, req)
-    parse_script(body, img2img=False)  # no script runs on txt2img yet: a name is a 422
+    call = parse_script(body, img2img=False)
+    if call is not None:  # a script's answer is one JSON object (no event stream)
+
+        def prepare(sub: dict[str, Any]) -> GenerationRequest:
+            return with_addons(
+                state, sub, parse_txt2img(sub, state.settings.max_pixels, state.generation_options)
+            )
+
+        return await run_script(state, body, req, call, "txt2img", prepare)
     return await _a1111_answer(request, state, req, "txt2img")
 
 
@@ -170,7 +178,13 @@ async def img2img(request: Request) -> Response:
     req = with_addons(state, body, req)
     call = parse_script(body, img2img=True)
     if call is not None:  # a script's answer is one JSON object (no event stream)
-        return await run_script(state, body, req, call, "img2img")
+
+        def prepare_img2img(sub: dict[str, Any]) -> GenerationRequest:
+            return with_addons(
+                state, sub, parse_img2img(sub, state.settings.max_pixels, state.generation_options)
+            )
+
+        return await run_script(state, body, req, call, "img2img", prepare_img2img)
     return await _a1111_answer(request, state, req, "img2img")
 
 
