@@ -218,3 +218,101 @@ def test_prompts_from_file_lines_and_their_tags(url: str) -> None:
 def test_prompt_script_refusals(url: str, fields: dict[str, Any], field: str) -> None:
     r = _post(url, "txt2img", {**SMALL, **fields})
     assert r.status_code == 422 and r.json()["field"] == field, r.text
+
+
+def _xyz_args(**given: Any) -> list[Any]:
+    args: list[Any] = [
+        1,
+        "",
+        None,
+        0,
+        "",
+        None,
+        0,
+        "",
+        None,
+        True,
+        False,
+        False,
+        False,
+        False,
+        False,
+        False,
+        0,
+        False,
+    ]
+    names = [
+        "x_type",
+        "x_values",
+        "x_dropdown",
+        "y_type",
+        "y_values",
+        "y_dropdown",
+        "z_type",
+        "z_values",
+        "z_dropdown",
+    ]
+    names += [
+        "legend",
+        "lone",
+        "sub_grids",
+        "keep_random",
+        "vary_x",
+        "vary_y",
+        "vary_z",
+        "margin",
+        "csv_mode",
+    ]
+    for key, value in given.items():
+        args[names.index(key)] = value
+    return args
+
+
+def test_xyz_plot_grid_size_and_per_cell_infotext(url: str) -> None:
+    args = _xyz_args(x_type=4, x_values="1-3", y_type=6, y_values="3, 7", lone=True)  # Steps x CFG Scale
+    r = _post(url, "txt2img", {**SMALL, "script_name": "x/y/z plot", "script_args": args})
+    assert r.status_code == 200, r.text
+    images = r.json()["images"]
+    data = json.loads(r.json()["info"])
+    assert len(images) == 1 + 6
+    grid = _image(images[0])
+    assert grid.width == 3 * 64 + 48 and grid.height > 2 * 64  # 3 columns, 2 rows, labels left and above
+    assert (
+        'Script: X/Y/Z plot, X Type: Steps, X Values: 1-3, Y Type: CFG Scale, Y Values: "3, 7"'
+        in data["infotexts"][0]
+    )
+    cells = data["infotexts"][1:]
+    assert [
+        f"Steps: {s}," in t and f"CFG scale: {c:.1f}," in t
+        for t, (c, s) in zip(cells, [(3, 1), (3, 2), (3, 3), (7, 1), (7, 2), (7, 3)], strict=True)
+    ] == [True] * 6
+    alone = _post(url, "txt2img", {**SMALL, "steps": 2, "cfg_scale": 7})
+    assert images[5] == alone.json()["images"][0]  # cell (x=2, y=7) is that lone generation
+
+
+def test_xyz_plot_sampler_dropdown_and_fixed_seeds(url: str) -> None:
+    args = _xyz_args(
+        x_type=9, x_dropdown=["Euler", "DDIM"], y_type=1, y_values="-1, 5", lone=True, legend=False
+    )
+    r = _post(url, "txt2img", {**SMALL, "script_name": "x/y/z plot", "script_args": args})
+    assert r.status_code == 200, r.text
+    data = json.loads(r.json()["info"])
+    assert _image(r.json()["images"][0]).size == (128, 128)  # no legend: the bare 2 x 2 grid
+    assert "Sampler: DDIM" in data["infotexts"][2] and "Seed: 5," in data["infotexts"][3]
+    fixed = re.search(r"Fixed Y Values: \"(\d+), 5\"", data["infotexts"][0])
+    assert fixed is not None and data["all_seeds"][:2] == [int(fixed.group(1))] * 2
+
+
+@pytest.mark.parametrize(
+    ("given", "field"),
+    [
+        ({"x_type": 11, "x_values": "a"}, "script_args[0]"),  # Checkpoint name: one model per pod
+        ({"x_type": 99}, "script_args[0]"),
+        ({"x_type": 4, "x_values": "1-200"}, "script_args[1]"),
+        ({"x_type": 4, "x_values": "1-8", "y_type": 4, "y_values": "1-9"}, "script_args"),
+        ({"x_type": 4, "x_values": "1, two"}, "script_args[1]"),
+    ],
+)
+def test_xyz_refusals(url: str, given: dict[str, Any], field: str) -> None:
+    r = _post(url, "txt2img", {**SMALL, "script_name": "x/y/z plot", "script_args": _xyz_args(**given)})
+    assert r.status_code == 422 and r.json()["field"] == field, r.text

@@ -105,14 +105,22 @@ def test_listings_have_a1111_shapes(client: httpx.Client) -> None:
     assert [item["name"] for item in get("loras")] == ["tiny-lora"]
     assert list(get("embeddings")["loaded"]) == ["tiny-emb"] and get("embeddings")["skipped"] == {}
     assert get("scripts") == {
-        "txt2img": ["prompt matrix", "prompts from file or textbox", "controlnet"],
-        "img2img": ["prompt matrix", "prompts from file or textbox", "sd upscale", "controlnet"],
+        "txt2img": ["prompt matrix", "prompts from file or textbox", "x/y/z plot", "controlnet"],
+        "img2img": [
+            "prompt matrix",
+            "prompts from file or textbox",
+            "x/y/z plot",
+            "sd upscale",
+            "controlnet",
+        ],
     }
     assert [(s["name"], s["is_img2img"], s["is_alwayson"]) for s in get("script-info")] == [
         ("prompt matrix", False, False),
         ("prompts from file or textbox", False, False),
+        ("x/y/z plot", False, False),
         ("prompt matrix", True, False),
         ("prompts from file or textbox", True, False),
+        ("x/y/z plot", True, False),
         ("sd upscale", True, False),
         ("controlnet", False, True),
         ("controlnet", True, True),

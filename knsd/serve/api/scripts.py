@@ -20,8 +20,8 @@ from knsd.serve.api.upscalers import BUILTIN_UPSCALERS
 
 # The scripts knsd runs, per tab (A1111 lists them by lower-cased title).
 RUNNABLE = {
-    "txt2img": ("prompt matrix", "prompts from file or textbox"),
-    "img2img": ("prompt matrix", "prompts from file or textbox", "sd upscale"),
+    "txt2img": ("prompt matrix", "prompts from file or textbox", "x/y/z plot"),
+    "img2img": ("prompt matrix", "prompts from file or textbox", "x/y/z plot", "sd upscale"),
 }
 
 
