@@ -280,7 +280,7 @@ def controlnet_to_ldm(net: Any) -> dict[str, Any]:
 def test_original_layout_controlnet_loads_offline(tiny_model: Any, tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
-    from knsd.serve.addons.controlnet import load_controlnet
+    from knsd.serve.addons.controlnet.models import load_controlnet
     from knsd.serve.addons.tiny import controlnet_model
 
     unet = tiny_model.txt2img.unet

@@ -120,6 +120,13 @@ def serve(
         envvar="KNSD_CONTROLNET_DIR",
         help="ControlNet models (default: ControlNet/ next to the model).",
     ),
+    controlnet_annotator_models_path: Path | None = typer.Option(
+        None,
+        "--controlnet-annotator-models-path",
+        envvar="KNSD_CONTROLNET_ANNOTATOR_MODELS_PATH",
+        help="Weights of ControlNet preprocessors, in the extension's layout <dir>/<annotator>/<file> "
+        "(default: annotator/downloads/ next to the model).",
+    ),
     embeddings_dir: Path | None = typer.Option(
         None,
         "--embeddings-dir",
@@ -171,6 +178,7 @@ def serve(
         styles_files=tuple(styles_file),
         lora_dir=lora_dir,
         controlnet_dir=controlnet_dir,
+        controlnet_annotator_models_path=controlnet_annotator_models_path,
         embeddings_dir=embeddings_dir,
         lora_cache_mb=lora_cache_mb,
         lora_overlap_steps=lora_overlap_steps,

@@ -41,6 +41,7 @@ class ServeSettings:
     # Add-on folders (knsd/serve/addons); None: Lora/, ControlNet/, embeddings/ next to the model.
     lora_dir: Path | None = None
     controlnet_dir: Path | None = None
+    controlnet_annotator_models_path: Path | None = None  # None: annotator/downloads/ beside ControlNet/
     embeddings_dir: Path | None = None
     lora_cache_mb: float = 1024.0  # parsed LoRA tensors kept in RAM (LRU)
     # Converted single-file weights kept for later starts (beside the model, else in the cache); 0: none.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from knsd.serve.addons.controlnet.plan import Geometry
 from knsd.serve.addons.files import Folders, default_folders
 from knsd.serve.addons.manager import AddOns, AddonSettings
 from knsd.serve.addons.request import AddonRequest, parse_addons
@@ -31,4 +32,15 @@ def addons_session(addons: AddOns | None, req: Any) -> Any:
     if request is None:
         request = addons.prepare({}, getattr(req, "extra_networks", {}) or {})
     prompts = (getattr(req, "prompt", ""), getattr(req, "negative_prompt", ""))
-    return AddonSession(addons, request, req.width, req.height, req.cfg_scale > 1, req.init_image, prompts)
+    geometry = Geometry(req.width, req.height, hires_map_size(req.hires) if req.init_image is None else None)
+    cfg = req.cfg_scale > 1
+    return AddonSession(addons, request, geometry, cfg, req.init_image, prompts, req.seed)
+
+
+def hires_map_size(hr: Any) -> tuple[int, int] | None:
+    """The size of a unit's hires map (the extension's target: hr_resize_x/y when both are set, else the
+    scaled size; each floored to a multiple of 8)."""
+    if hr is None:
+        return None
+    w, h = (hr.resize_x, hr.resize_y) if hr.resize_x and hr.resize_y else (hr.target_w, hr.target_h)
+    return w // 8 * 8, h // 8 * 8

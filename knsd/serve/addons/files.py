@@ -40,12 +40,20 @@ class Folders:
     lora: Path
     controlnet: Path
     embeddings: Path
+    annotators: Path | None = None  # ControlNet preprocessors' weights (`<annotator>/<file>`)
+
+    @property
+    def annotator_dir(self) -> Path:
+        """Where the ControlNet preprocessors' weights are; by default `annotator/downloads` beside
+        `ControlNet/` (the extension keeps them in its own `annotator/downloads`)."""
+        return self.annotators or self.controlnet.parent / "annotator" / "downloads"
 
 
 def default_folders(model_path: Path) -> Folders:
-    """`Lora/`, `ControlNet/`, `embeddings/` next to the model (the folder holding the checkpoint)."""
+    """`Lora/`, `ControlNet/`, `embeddings/`, `annotator/downloads/` next to the model (the folder holding
+    the checkpoint)."""
     base = model_path.parent
-    return Folders(base / "Lora", base / "ControlNet", base / "embeddings")
+    return Folders(base / "Lora", base / "ControlNet", base / "embeddings", base / "annotator" / "downloads")
 
 
 def _natural_key(path: Path) -> list[Any]:

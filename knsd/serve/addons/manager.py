@@ -11,7 +11,8 @@ from typing import Any
 
 from knsd.errors import InvalidField
 from knsd.serve.addons.cache import LruCache
-from knsd.serve.addons.controlnet import ControlNetStore
+from knsd.serve.addons.controlnet.catalog import Catalog
+from knsd.serve.addons.controlnet.models import ControlNetStore
 from knsd.serve.addons.embeddings import EmbeddingStore
 from knsd.serve.addons.files import LORA_SUFFIXES, AddonFile, Folders, lora_shorthash, scan
 from knsd.serve.addons.lora import ParsedLora, parse_lora, read_state_dict
@@ -49,6 +50,7 @@ class AddOns:
         ]
         self.embeddings = EmbeddingStore(settings.folders.embeddings, tokenizers, encoders)
         self.controlnets = ControlNetStore(settings.folders.controlnet)
+        self.catalog = Catalog(settings.folders.annotator_dir)
         self._loader = ThreadPoolExecutor(1, "knsd-addon-load")
         self.last_late_steps: list[int] = []  # steps the last request's overlapped LoRAs came in at
         self.refresh()
@@ -133,9 +135,11 @@ class AddOns:
         return self._loader.submit(self.load_lora, item)
 
     # -- requests --------------------------------------------------------------------------------------
-    def prepare(self, body: dict[str, Any], networks: dict[str, list[list[str]]]) -> AddonRequest:
+    def prepare(
+        self, body: dict[str, Any], networks: dict[str, list[list[str]]], img2img: bool = False, seed: int = 0
+    ) -> AddonRequest:
         """Parse and check a request's add-ons before it queues: unknown names are 422s."""
-        request = parse_addons(body, networks)
+        request = parse_addons(body, networks, self.catalog.require, seed)
         if request.units and self.components["unet"] is None:
             raise InvalidField(
                 "alwayson_scripts.controlnet",
@@ -145,7 +149,10 @@ class AddOns:
         for tag in request.loras:
             self.find_lora(tag.name)
         for unit in request.units:
-            self.controlnets.resolve(unit.model, f"alwayson_scripts.controlnet.args[{unit.index}].model")
+            if unit.image is None and not img2img:
+                raise InvalidField(f"{unit.field}.image", "a base64 image (txt2img units need one)", None)
+            if not unit.module.model_free:
+                self.controlnets.resolve(unit.model, f"{unit.field}.model")
         return request
 
     # -- metrics ---------------------------------------------------------------------------------------

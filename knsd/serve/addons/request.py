@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from knsd.errors import InvalidField
-from knsd.serve.addons.units import ControlUnit, parse_units
+from knsd.serve.addons.controlnet.modules import Module
+from knsd.serve.addons.controlnet.units import ControlUnit, parse_units
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +25,7 @@ class LoraTag:
 class AddonRequest:
     loras: tuple[LoraTag, ...] = ()
     units: tuple[ControlUnit, ...] = ()
+    numpy_seed: int = 0  # the extension seeds numpy with (seed + subseed) before each preprocessor
 
     def __bool__(self) -> bool:
         return bool(self.loras or self.units)
@@ -60,7 +63,21 @@ def lora_tag(args: list[str]) -> LoraTag:
     return LoraTag(name, te, unet, dyn if dyn else None)
 
 
-def parse_addons(body: dict[str, Any], networks: dict[str, list[list[str]]]) -> AddonRequest:
-    """LoRA tags (`lora` and its alias `lyco`, from `parse_extra_networks`) and the enabled ControlNet units."""
+def numpy_seed(body: dict[str, Any], seed: int) -> int:
+    """The extension's numpy seed: seed + subseed, where a subseed of -1 (the default) counts as the seed
+    (`seed` is the request's resolved seed: A1111's all_seeds[0])."""
+    subseed = body.get("subseed")
+    sub = seed if subseed in (None, -1) or not isinstance(subseed, int) else max(subseed, 0)
+    return (seed + sub) & 0xFFFFFFFF
+
+
+def parse_addons(
+    body: dict[str, Any],
+    networks: dict[str, list[list[str]]],
+    check: Callable[[Module, str], None],
+    seed: int = 0,
+) -> AddonRequest:
+    """LoRA tags (`lora` and its alias `lyco`, from `parse_extra_networks`) and the enabled ControlNet units;
+    `check` refuses modules this server cannot run."""
     tags = [lora_tag(args) for kind in ("lora", "lyco") for args in networks.get(kind, [])]
-    return AddonRequest(tuple(tags), tuple(parse_units(body)))
+    return AddonRequest(tuple(tags), tuple(parse_units(body, check)), numpy_seed(body, seed))

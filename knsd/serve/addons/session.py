@@ -13,7 +13,8 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from knsd.serve.addons.controlnet import detect, mode_hook
+from knsd.serve.addons.controlnet.build import Control, build_control
+from knsd.serve.addons.controlnet.plan import Geometry
 from knsd.serve.addons.lora import ParsedLora
 from knsd.serve.addons.manager import AddOns
 from knsd.serve.addons.patch import LoraUse
@@ -33,22 +34,19 @@ class AddonSession:
         self,
         addons: AddOns,
         request: AddonRequest,
-        width: int,
-        height: int,
+        geometry: Geometry,
         cfg: bool,
         init_image: Any = None,
         prompts: tuple[str, ...] = (),
+        seed: int = 0,
     ) -> None:
         self.addons = addons
         self.prompts = prompts
         self.request = request
-        self.width, self.height, self.cfg = width, height, cfg
+        self.geometry, self.cfg, self.seed = geometry, cfg, seed
         self.init_image = init_image
+        self.control: Control | None = None
         self._pending: list[tuple[LoraTag, Future[ParsedLora]]] = []
-        self._hooks: list[Any] = []
-        self._nets: list[Any] = []
-        self._maps: list[Any] = []
-        self._built: dict[int, Any] = {}
         self.late_steps: list[int] = []  # the step each overlapped LoRA was patched in at
         self.extra_generation_params: dict[str, str] = {}
 
@@ -67,9 +65,8 @@ class AddonSession:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for hook in self._hooks:
-            hook.remove()
-        self._hooks.clear()
+        if self.control is not None:
+            self.control.session.exit()
         for _, future in self._pending:
             future.cancel()  # a running load finishes into the cache; nothing is patched any more
         self._pending.clear()
@@ -107,74 +104,22 @@ class AddonSession:
         self.addons._observe("lora_patch_seconds", time.perf_counter() - started, "patch")
 
     def _enter_units(self) -> None:
-        a = self.addons
-        unet = a.components["unet"]
-        for unit in self.request.units:
-            field = f"alwayson_scripts.controlnet.args[{unit.index}]"
-            model = a.controlnets.resolve(unit.model, field + ".model")
-            started = time.perf_counter()
-            net = a.controlnets.load(model, unet)
-            a._observe("addon_load_seconds", time.perf_counter() - started, "controlnet")
-            image = unit.image if unit.image is not None else self.init_image
-            if image is None:
-                from knsd.errors import InvalidField
-
-                raise InvalidField(field + ".image", "a base64 image (txt2img units need one)", None)
-            self._maps.append(detect(unit, image, self.width, self.height))
-            self._nets.append(net)
-            hook = mode_hook(unit.control_mode, self.cfg)
-            if hook is not None:
-                self._hooks.append(net.register_forward_hook(hook, with_kwargs=True))
-            self.extra_generation_params[f"ControlNet {unit.index}"] = unit.infotext(model.title)
+        if not self.request.units:
+            return
+        self.control = build_control(
+            self.addons, self.request, self.geometry, self.cfg, self.init_image, self.seed
+        )
+        self.extra_generation_params.update(self.control.infotext)
+        self.control.session.enter()
 
     # -- what the engine asks ----------------------------------------------------------------------------
-    def pipeline(self, pipe: Any) -> Any:
-        """`pipe`, or a ControlNet pipeline of the same family built from its components."""
-        if not self._nets:
-            return pipe
-        import diffusers
-
-        name = type(pipe).__name__
-        xl = "XL" in name
-        img2img = "Img2Img" in name
-        cls_name = f"StableDiffusion{'XL' if xl else ''}ControlNet{'Img2Img' if img2img else ''}Pipeline"
-        cls = getattr(diffusers, cls_name)
-        nets = self._nets[0] if len(self._nets) == 1 else list(self._nets)
-        components = {k: v for k, v in pipe.components.items() if k in _init_args(cls)}
-        built = cls(**components, controlnet=nets)
-        built.set_progress_bar_config(disable=True)
-        return built
-
-    def call_kwargs(self, img2img: bool = False) -> dict[str, Any]:
-        """Control images and per-unit scales / guidance windows for the ControlNet pipeline call."""
-        if not self._nets:
-            return {}
-        units = self.request.units
-        one = len(units) == 1
-
-        def pick(values: list[Any]) -> Any:
-            return values[0] if one else values
-
-        return {
-            ("control_image" if img2img else "image"): pick(self._maps),
-            "controlnet_conditioning_scale": pick([u.weight for u in units]),
-            "control_guidance_start": pick([u.guidance_start for u in units]),
-            "control_guidance_end": pick([u.guidance_end for u in units]),
-        }
-
     def apply_to_pass(self, run: Any) -> Any:
-        """The engine's sampling pass (`pipe`, `kwargs`) with the ControlNet units attached.
+        """The engine's sampling pass (`pipe`, `kwargs`) with the ControlNet units that act in it."""
+        return self.control.session.apply(run) if self.control is not None else run
 
-        Units apply to the first pass only (a hires pass gets latents as `image`): A1111's "Low res only".
-        """
-        image = run.kwargs.get("image")
-        if not self._nets or (image is not None and hasattr(image, "shape")):
-            return run
-        key = id(run.pipe)
-        if key not in self._built:
-            self._built[key] = self.pipeline(run.pipe)
-        kwargs = {**run.kwargs, **self.call_kwargs(img2img="image" in run.kwargs)}
-        return dataclasses.replace(run, pipe=self._built[key], kwargs=kwargs)
+    def postprocess(self, images: list[Any]) -> list[Any]:
+        """The decoded images after the units' pixel post-processing (inpaint_only, recolor)."""
+        return self.control.session.postprocess(images) if self.control is not None else images
 
     def prepare_request(self, req: Any, expand: bool) -> Any:
         """The request with multi-vector embedding names expanded in what knsd encodes itself."""
@@ -187,11 +132,15 @@ class AddonSession:
 
     @property
     def detected_maps(self) -> list[Any]:
-        """The units' control images, for the response (units with `save_detected_map: false` left out)."""
-        return [m for m, u in zip(self._maps, self.request.units, strict=True) if u.save_detected_map]
+        """The units' detected maps, for the response (two per unit in a hires run, the hires one first;
+        units with `save_detected_map: false` left out)."""
+        return self.control.session.detected_maps() if self.control is not None else []
 
     def on_step_end(self, step: int) -> None:
-        """Patch in overlapped LoRAs that are ready; before step K, wait for the rest."""
+        """Count the step for the ControlNet units; patch in overlapped LoRAs that are ready; before step
+        K, wait for the rest."""
+        if self.control is not None:
+            self.control.session.step_done(step)
         if not self._pending:
             return
         must_wait = step + 1 >= self.addons.settings.overlap_steps
@@ -210,9 +159,3 @@ class AddonSession:
     def expand_prompt(self, text: str) -> str:
         """Multi-vector embedding names expanded for conditioning code that tokenizes itself."""
         return self.addons.embeddings.expand(text)
-
-
-def _init_args(cls: Any) -> frozenset[str]:
-    import inspect
-
-    return frozenset(inspect.signature(cls.__init__).parameters)

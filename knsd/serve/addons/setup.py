@@ -20,6 +20,7 @@ def folders_for(model: Any, settings: Any) -> Folders:
         settings.lora_dir or base.lora,
         settings.controlnet_dir or base.controlnet,
         settings.embeddings_dir or base.embeddings,
+        settings.controlnet_annotator_models_path or base.annotators,
     )
 
 

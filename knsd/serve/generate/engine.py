@@ -187,6 +187,7 @@ class Engine:
                 out = self._generate(session.prepare_request(req, self.towers() is not None), job)
             finally:
                 self.passes.addon = None
+            out.images = session.postprocess(out.images)
             out.extra.update(session.extra_generation_params)
             out.detected = list(session.detected_maps)
             return out

@@ -37,6 +37,7 @@ class Pass:
     pipe: Any
     conds: PassConds | None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    hires: bool = False  # the hires-fix pass (its `image` is the upscaled latents)
 
 
 def _eta(run: SamplerRun, sampler: SamplerChoice) -> dict[str, Any]:
@@ -195,7 +196,7 @@ class Passes:
             **_size_kwargs(pipe, *hr.output_size),
         }
         self.progress.sampling_step, self.progress.sampling_steps = 0, steps
-        return self.run_with_noise(Pass(pipe, conds, kwargs), steps, spec, sampler)
+        return self.run_with_noise(Pass(pipe, conds, kwargs, hires=True), steps, spec, sampler)
 
     def run_with_noise(self, run: Pass, steps: int, spec: SeedSpec, sampler: SamplerRun) -> Any:
         """An img2img pass whose start noise is A1111's first draw over the latents' shape: randn(seed) per

@@ -57,7 +57,8 @@ def with_addons(state: ServerState, body: dict[str, Any], req: GenerationRequest
     addons = state.addons
     if addons is None:
         return req
-    return dataclasses.replace(req, addons=addons.prepare(body, req.extra_networks))
+    prepared = addons.prepare(body, req.extra_networks, img2img=req.init_image is not None, seed=req.seed)
+    return dataclasses.replace(req, addons=prepared)
 
 
 async def generate(

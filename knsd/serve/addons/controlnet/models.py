@@ -1,10 +1,5 @@
-"""ControlNet models from `--controlnet-dir` and running units through diffusers' ControlNet pipelines.
-
-Names are A1111's `"<stem> [<hash8>]"`. Control modes follow sd-webui-controlnet (`controlnet.py`, `hook.py`):
-Balanced scales every residual by the weight; "My prompt is more important" also multiplies residual i of n
-by 0.825^(12-i); "ControlNet is more important" additionally zeroes the control on the unconditional half of
-the CFG batch. diffusers applies the weight (`controlnet_conditioning_scale`); the rest is a forward hook.
-"""
+"""ControlNet models from `--controlnet-dir`: listing (A1111's `"<stem> [<hash8>]"` names), resolving a
+unit's `model`, loading diffusers and original-layout files onto the UNet's device."""
 
 from __future__ import annotations
 
@@ -16,10 +11,6 @@ from typing import Any
 
 from knsd.errors import InvalidField, ModelError
 from knsd.serve.addons.files import CONTROLNET_SUFFIXES, AddonFile, legacy_hash, scan
-from knsd.serve.addons.preprocess import find_preprocessor, fit_map, pixel_perfect_res
-from knsd.serve.addons.units import ControlUnit
-
-SOFT = 0.825  # sd-webui-controlnet's soft-injection base
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,45 +141,3 @@ def _from_ldm(path: Path, state: dict[str, Any], unet: Any) -> Any:
     with tempfile.TemporaryDirectory(prefix="knsd-controlnet-") as folder:
         template.save_config(folder)
         return ControlNetModel.from_single_file(str(path), config=folder, local_files_only=True)
-
-
-def detect(unit: ControlUnit, image: Any, width: int, height: int) -> Any:
-    """Run the unit's preprocessor on `image` (PIL) and fit the map to width x height; a PIL image."""
-    import numpy as np
-    from PIL import Image
-
-    pre = find_preprocessor(unit.module)
-    assert pre is not None
-    array = np.asarray(image.convert("RGB"))
-    res = unit.processor_res
-    if unit.pixel_perfect:
-        res = pixel_perfect_res(array, width, height, unit.resize_mode)
-    detected = pre.run(array, res, unit.threshold_a, unit.threshold_b)
-    return Image.fromarray(fit_map(np.ascontiguousarray(detected), width, height, unit.resize_mode))
-
-
-def mode_hook(mode: str, cfg: bool) -> Any:
-    """A forward hook applying the unit's control mode to the ControlNet's residuals (None: Balanced)."""
-    if mode == "Balanced":
-        return None
-
-    def hook(module: Any, args: Any, kwargs: Any, output: Any) -> Any:
-        down, mid = output[0], output[1]
-        n = len(down) + 1
-        scales = [SOFT ** (12 - i) for i in range(n)]
-        down = [d * s for d, s in zip(down, scales, strict=False)]
-        mid = mid * scales[-1] if n <= 13 else mid
-        if mode == "ControlNet is more important" and cfg:
-            half = mid.shape[0] // 2
-            down = [_zero_uncond(d, half) for d in down]
-            mid = _zero_uncond(mid, half)
-        return (down, mid)
-
-    return hook
-
-
-def _zero_uncond(t: Any, half: int) -> Any:
-    # diffusers orders the CFG batch as [uncond, cond]
-    t = t.clone()
-    t[:half] = 0
-    return t
