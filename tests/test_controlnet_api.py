@@ -205,3 +205,76 @@ def test_detect_runs_each_listed_module(client: httpx.Client) -> None:
         r = _detect(client, controlnet_module=name, controlnet_input_images=[img], controlnet_masks=[mask],
                     controlnet_processor_res=64)  # fmt: skip
         assert r.status_code == 200 and len(r.json()["images"]) == 1, (name, r.text)
+
+
+def _constant_nets(folder: Path, hed_bias: float, line_bias: float) -> None:
+    """HED and line networks whose outputs are constants: every projection (the last convolution) has zero
+    weights and the given bias."""
+    import torch
+
+    from knsd.serve.addons.controlnet.annotators import hed_network, lineart_network
+
+    hed, line = hed_network(), lineart_network()
+    with torch.no_grad():
+        for i in range(1, 6):
+            projection = getattr(hed, f"block{i}").projection
+            projection.weight.zero_()
+            projection.bias.fill_(hed_bias)
+        line.model4[1].weight.zero_()
+        line.model4[1].bias.fill_(line_bias)
+    (folder / "hed").mkdir(parents=True, exist_ok=True)
+    (folder / "lineart").mkdir(parents=True, exist_ok=True)
+    torch.save(hed.state_dict(), folder / "hed" / "ControlNetHED.pth")
+    torch.save(line.state_dict(), folder / "lineart" / "sk_model.pth")
+
+
+@pytest.fixture(scope="module")
+def annotated(
+    tiny_model: Any, cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[httpx.Client]:
+    folder = tmp_path_factory.mktemp("annotator")
+    _constant_nets(folder, 2.0, 8.0)
+    settings = ServeSettings(cache=cache, warmup=False, controlnet_annotator_models_path=folder)
+    with (
+        running(create_app(settings, model=tiny_model), "/readyz") as url,
+        httpx.Client(base_url=url, timeout=120) as c,
+    ):
+        yield c
+
+
+def test_modules_with_weights_are_listed_when_their_files_are_there(annotated: httpx.Client) -> None:
+    listed = annotated.get("/controlnet/module_list").json()["module_list"]
+    assert {"hed", "hed_safe", "scribble_hed", "lineart"} <= set(listed)
+    assert "lineart_coarse" not in listed  # its sk_model2.pth is not there
+    types = annotated.get("/controlnet/control_types").json()["control_types"]
+    assert "softedge_hed" in types["SoftEdge"]["module_list"]
+
+
+def test_weight_modules_run_their_networks(annotated: httpx.Client) -> None:
+    img = _b64((np.random.RandomState(1).rand(60, 90, 3) * 255).astype(np.uint8))
+
+    def detect(module: str) -> np.ndarray:
+        r = _detect(
+            annotated, controlnet_module=module, controlnet_input_images=[img], controlnet_processor_res=64
+        )
+        assert r.status_code == 200, r.text
+        return np.asarray(_image(r.json()["images"][0]))
+
+    # every HED stage projects to the bias 2: sigmoid(2) = 0.8808, x 255 = 224.6 -> 224
+    hed = detect("softedge_hed")
+    assert hed.shape == (64, 96, 3) and (hed == 224).all()
+    # safe: 0.8808 x 3 = 2.64 -> 2, / 2 = 1.0 -> 255
+    assert (detect("softedge_hedsafe") == 255).all()
+    # lines: sigmoid(8) = 0.99966 -> 254; inverted to white lines on black: 1
+    assert (detect("lineart_realistic") == 1).all()
+    r = _detect(annotated, controlnet_module="lineart_coarse", controlnet_input_images=[img])
+    assert r.status_code == 422 and "lineart/sk_model2.pth" in r.json()["detail"]
+
+
+def test_a_broken_weight_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "hed").mkdir()
+    (tmp_path / "hed" / "ControlNetHED.pth").write_bytes(b"not a checkpoint")
+    catalog = Catalog(tmp_path)
+    hed = next(m for m in MODULES if m.name == "hed")
+    with pytest.raises(Exception, match="hed/ControlNetHED.pth could not be loaded"):
+        catalog.run(hed, np.zeros((64, 64, 3), np.uint8), 64, 0, 0, None)

@@ -60,7 +60,11 @@ def build_control(
         # The extension seeds numpy before each unit's preprocessor (shuffle draws from it).
         rng = np.random.RandomState(request.numpy_seed)
         log.info("Using preprocessor: %s", unit.module.name)
-        plans.append(Plan.build(unit, image, geometry, rng, title, net))
+
+        def run(module: Any, img: Any, res: int, a: float, b: float, rng: Any = rng) -> Any:
+            return addons.catalog.run(module, img, res, a, b, rng)
+
+        plans.append(Plan.build(unit, image, geometry, run, title, net))
         text = unit.infotext(title)
         if text:
             infotext[f"ControlNet {unit.index}"] = text

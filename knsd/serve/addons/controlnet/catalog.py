@@ -1,19 +1,19 @@
 """Which modules this server runs, and the extension's listings over them (`/controlnet/module_list`,
 `/controlnet/control_types`).
 
-A module runs when knsd implements it (`imageops.PREPROCESSORS`) and its annotator weights are in the
-annotator folder; only those are listed. Asking for another is a 422 that names the files it needs.
+A module runs when knsd implements it (`imageops.PREPROCESSORS`, `annotators.ANNOTATORS`) and its
+annotator weights are in the annotator folder; only those are listed. Asking for another is a 422 that names the files it needs.
 The control types keep every tag of the extension (a depth ControlNet model is usable with an already
 made depth map and `none`); their module lists hold the runnable modules only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from knsd.errors import InvalidField
+from knsd.serve.addons.controlnet.annotators import ANNOTATORS, AnnotatorModels
 from knsd.serve.addons.controlnet.imageops import PREPROCESSORS
 from knsd.serve.addons.controlnet.modules import MODULES, Module, sorted_modules, tags
 
@@ -36,12 +36,22 @@ _UNION_TAGS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Catalog:
-    """The modules of one server, given its annotator folder."""
+IMPLEMENTED = frozenset(PREPROCESSORS) | frozenset(ANNOTATORS)
 
-    annotators: Path
-    implemented: frozenset[str] = frozenset(PREPROCESSORS)
+
+class Catalog:
+    """The modules of one server, given its annotator folder, and running them."""
+
+    def __init__(self, annotators: Path, implemented: frozenset[str] = IMPLEMENTED) -> None:
+        self.annotators = annotators
+        self.implemented = implemented
+        self.models = AnnotatorModels(annotators)
+
+    def run(self, module: Module, image: Any, res: int, a: float, b: float, rng: Any) -> Any:
+        """The module's detected map (`rng` is the numpy random state shuffle draws from)."""
+        if module.name in ANNOTATORS:
+            return ANNOTATORS[module.name](image, res, a, b, self.models)
+        return PREPROCESSORS[module.name](image, res, a, b, rng)
 
     def missing(self, module: Module) -> list[str]:
         """The annotator files `module` needs that are not in the folder."""

@@ -16,7 +16,7 @@ from typing import Any
 from knsd.errors import InvalidField
 from knsd.serve.addons.controlnet.catalog import Catalog
 from knsd.serve.addons.controlnet.fit import visualize
-from knsd.serve.addons.controlnet.imageops import PREPROCESSORS, hwc3
+from knsd.serve.addons.controlnet.imageops import hwc3
 from knsd.serve.addons.controlnet.inputs import decode_array
 from knsd.serve.addons.controlnet.modules import DETECT_UNSUPPORTED, Module, find_module
 from knsd.serve.addons.controlnet.units import parse_unit
@@ -82,7 +82,6 @@ def detect(body: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
         unit = parse_unit(raw, 0, "detect", catalog.require)
     except InvalidField as exc:
         raise InvalidField("controlnet_" + exc.field.rsplit(".", 1)[-1], exc.allowed, exc.received) from exc
-    run = PREPROCESSORS[module.name]
     out = []
     for i, data in enumerate(images):
         image = hwc3(decode_array(f"controlnet_input_images[{i}]", data))
@@ -98,9 +97,8 @@ def detect(body: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
         elif i < len(masks):
             log.warning("Preprocessor %s does not accept mask. Mask ignored", module.name)
         try:
-            detected = run(
-                image, int(unit.processor_res), float(unit.threshold_a), float(unit.threshold_b), np.random
-            )
+            res, a, b = int(unit.processor_res), float(unit.threshold_a), float(unit.threshold_b)
+            detected = catalog.run(module, image, res, a, b, np.random)
         except Exception as exc:
             import cv2
 

@@ -3,18 +3,19 @@ rules that switch it on and off (guidance window, hr_option), all as the extensi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from knsd.errors import InvalidField
 from knsd.serve.addons.controlnet.fit import fit_map, pixel_perfect_res, visualize
-from knsd.serve.addons.controlnet.imageops import PREPROCESSORS
 from knsd.serve.addons.controlnet.inputs import module_input
 from knsd.serve.addons.controlnet.residuals import Scaling
 from knsd.serve.addons.controlnet.units import ControlUnit
 
 Array = Any
 Tensor = Any
+Run = Callable[[Any, Array, int, float, float], Array]  # (module, image, res, a, b) -> detected map
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,7 @@ def _fitted(array: Array, inpaint: bool) -> Fitted:
     return Fitted(array, x[:, :3] * (1 - mask) - mask, mask)
 
 
-def detect(unit: ControlUnit, image: Array, width: int, height: int, rng: Any) -> Array:
+def detect(unit: ControlUnit, image: Array, width: int, height: int, run: Run) -> Array:
     """The unit's preprocessor run on its input (RGBA), with pixel perfect's resolution when asked."""
     module = unit.module
     source = module_input(image, module.is_inpaint)
@@ -65,7 +66,7 @@ def detect(unit: ControlUnit, image: Array, width: int, height: int, rng: Any) -
         else int(unit.processor_res)
     )
     try:
-        return PREPROCESSORS[module.name](source, res, float(unit.threshold_a), float(unit.threshold_b), rng)
+        return run(module, source, res, float(unit.threshold_a), float(unit.threshold_b))
     except Exception as exc:  # OpenCV refuses sizes its filters cannot handle (e.g. color below 64 px)
         import cv2
 
@@ -92,9 +93,9 @@ class Plan:
 
     @classmethod
     def build(
-        cls, unit: ControlUnit, image: Array, geometry: Geometry, rng: Any, title: str, net: Any
+        cls, unit: ControlUnit, image: Array, geometry: Geometry, run: Run, title: str, net: Any
     ) -> Plan:
-        detected = detect(unit, image, geometry.width, geometry.height, rng)
+        detected = detect(unit, image, geometry.width, geometry.height, run)
         inpaint = unit.module.is_inpaint
         low = _fitted(fit_map(detected, geometry.width, geometry.height, unit.resize_mode, inpaint), inpaint)
         high = None
