@@ -14,7 +14,7 @@ from knsd.serve.http.openapi import doc
 from knsd.serve.http.state import state_of
 
 CONTROLNET_API_VERSION = 3  # v3: pydantic-validated units (sd-webui-controlnet PR #2847)
-_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+_TRUE, _FALSE = ("true", "t", "1", "yes", "y", "on"), ("false", "f", "0", "no", "n", "off")  # pydantic's
 
 
 def _query_flag(request: Request, key: str, default: bool) -> bool:
