@@ -9,6 +9,7 @@ KnsdError                     base; `status` is the HTTP status, `exit_code` the
 ├── Conflict (409)            the request contradicts the resource's state (cancel a finished job)
 ├── TooManyRequests (429)     over a tenant's rate or queue limit; `retry_after` seconds
 ├── Unavailable (503)         loading, draining or queue full; `retry_after` seconds
+├── ClientGone (499)          the client disconnected before its answer (nginx's code; nobody reads it)
 ├── GatewayTimeout (504)      no answer in time
 ├── ModelError (500)          a model could not be built, found or loaded
 ├── LocalRuntimeError         the local runtime failed to start, answer or stop
@@ -98,6 +99,12 @@ class Unavailable(KnsdError):
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ClientGone(KnsdError):
+    """The client closed its connection while its request waited or ran; its work was given up."""
+
+    status = 499
 
 
 class ModelError(KnsdError):

@@ -8,6 +8,7 @@ initial noise with variation seeds (knsd.serve.generate.noise) and runs the samp
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -169,11 +170,21 @@ class Engine:
             sampler,
         )
 
-    def generate(self, req: GenerationRequest, job: str = "txt2img") -> Generation:
-        """Generate batch_size x n_iter images (seamless when tiling) inside the request's add-on session."""
+    def generate(
+        self, req: GenerationRequest, job: str = "txt2img", stop: threading.Event | None = None
+    ) -> Generation:
+        """Generate batch_size x n_iter images (seamless when tiling) inside the request's add-on session.
+
+        `stop` is this request's own interrupt (its client went away): once set, the run ends after the
+        current step as with `interrupt`, and nothing more starts; unlike `interrupt` it cannot reach
+        another request."""
         self.check(req)  # admission checks first; a direct caller (bench, tests) gets the same 422s
-        with seamless(self.model, req.tiling):
-            return self._with_addons(req, job)
+        self.passes.stop = stop
+        try:
+            with seamless(self.model, req.tiling):
+                return self._with_addons(req, job)
+        finally:
+            self.passes.stop = None
 
     def _with_addons(self, req: GenerationRequest, job: str) -> Generation:
         from knsd.serve.addons import addons_session
@@ -218,7 +229,7 @@ class Engine:
         seeds, subseeds = req.seeds, req.subseeds
         try:
             for batch in range(req.n_iter):
-                if p.interrupted:
+                if p.interrupted or passes.stopped():
                     break
                 p.job_no, p.sampling_step, p.sampling_steps = batch, 0, req.steps
                 passes.skip_flag.clear()

@@ -77,6 +77,7 @@ class Passes:
         self.base_config = model.txt2img.scheduler.config
         self.interrupt_flag = threading.Event()
         self.skip_flag = threading.Event()  # /sdapi/v1/skip: end the current batch, go on with the next
+        self.stop: threading.Event | None = None  # the running request's own interrupt (client gone)
         self.addon: Any = None  # the running request's AddonSession
         self.preview = PreviewPlan()  # the running request's live previews
         self.previewer: Previewer | None = None
@@ -222,6 +223,10 @@ class Passes:
             scheduler.__dict__.pop("scale_noise", None)
             scheduler.__dict__.pop("add_noise", None)
 
+    def stopped(self) -> bool:
+        """Whether the running request was stopped (its client went away)."""
+        return self.stop is not None and self.stop.is_set()
+
     def run(self, run: Pass, steps: int) -> Any:
         """Call the pipeline with progress, previews, interrupt and schedule switches in its step callback."""
         p = self.progress
@@ -257,7 +262,7 @@ class Passes:
                 addon.on_step_end(step)  # LoRA overlap: patch in a LoRA that finished loading
             if conds is not None and conds.switches():
                 conds.step_tensors(pipeline, step + 1, tensors)
-            if self.interrupt_flag.is_set():
+            if self.interrupt_flag.is_set() or self.stopped():
                 p.interrupted = True
                 pipeline._interrupt = True
             if self.skip_flag.is_set():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from knsd.errors import BadRequest, PayloadTooLarge
+from knsd.errors import BadRequest, ClientGone, PayloadTooLarge
 from knsd.serve.api.fields import require_object
 from knsd.serve.http.state import state_of
 
@@ -21,10 +21,13 @@ async def read_json(request: Request, limit: int) -> Any:
         if int(declared) > limit:
             raise PayloadTooLarge(f"request body is {declared} bytes, the limit is {limit}")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+    except ClientDisconnect as exc:
+        raise ClientGone("client disconnected while sending its request") from exc
     try:
         value = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -14,6 +14,7 @@ from knsd.serve.api.pnginfo import parse_generation_parameters, read_info
 from knsd.serve.api.schemas import B64_IMAGE, arr, boolean, integer, number, obj, opt, string
 from knsd.serve.generate.extras import run_extras
 from knsd.serve.http.body import read_object
+from knsd.serve.http.disconnect import cancelled_on_disconnect
 from knsd.serve.http.openapi import doc
 from knsd.serve.http.state import state_of
 
@@ -69,7 +70,7 @@ async def _extras(request: Request, images: list[Any], body: dict[str, Any]) -> 
         outputs, html_info = run_extras(images, req, state.settings.max_pixels)
         return [encode_with_info(image) for image in outputs], html_info
 
-    async with state.admission.slot():
+    async with cancelled_on_disconnect(request), state.admission.slot():
         return await state.in_worker(work)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +36,7 @@ from knsd.serve.generate.engine import Engine
 from knsd.serve.generate.progress import Progress
 from knsd.serve.http import events
 from knsd.serve.http.body import read_object
+from knsd.serve.http.disconnect import cancelled_on_disconnect
 from knsd.serve.http.failure import Failure
 from knsd.serve.http.jobs import progress_body
 from knsd.serve.http.openapi import doc
@@ -66,17 +68,25 @@ async def generate(
 ) -> Encoded:
     """Check the request against the model, wait for the pipeline, generate and encode the PNGs.
 
-    `listener` is called on the pipeline thread after each step of this request (a stream's `Feed`)."""
+    `listener` is called on the pipeline thread after each step of this request (a stream's `Feed`).
+    Cancelling it gives its place up: while waiting it leaves the queue; while running the generation
+    stops after its current step (the request's own stop, not `/interrupt`) and the pipeline goes to the
+    next request. Routes cancel it when their client disconnects (knsd.serve.http.disconnect)."""
     engine = state.require_engine()
     engine.check(req)  # before waiting: a request the model cannot serve never takes a place in the queue
     model = engine.model.info
+    stop = threading.Event()
 
     def work() -> Encoded:
+        if stop.is_set():  # given up between taking the slot and starting
+            return Encoded([], {})
         engine.progress.listener = listener
         try:
-            result = engine.generate(req, job=job)
+            result = engine.generate(req, job=job, stop=stop)
         finally:
             engine.progress.listener = None
+        if stop.is_set():  # nobody to send them to: neither counted nor encoded
+            return Encoded([], {})
         state.metrics.images.inc(len(result.images))
         images = [
             encode_png(img, infotext(req, seed, model, sub, result.extra))
@@ -87,7 +97,7 @@ async def generate(
         return Encoded(images, result.extra)
 
     async with state.admission.slot():
-        return await state.in_worker(work)
+        return await state.in_worker(work, on_cancel=stop.set)
 
 
 def admit(state: ServerState, req: GenerationRequest) -> Engine:
@@ -130,7 +140,9 @@ def _a1111_stream(state: ServerState, req: GenerationRequest, job: str) -> Event
 async def _a1111_answer(request: Request, state: ServerState, req: GenerationRequest, job: str) -> Response:
     if events.wants_event_stream(request.headers.get("accept")):
         return _a1111_stream(state, req, job)
-    return JSONResponse(_a1111_body(state, req, await generate(state, req, job)))
+    async with cancelled_on_disconnect(request):
+        out = await generate(state, req, job)
+    return JSONResponse(_a1111_body(state, req, out))
 
 
 _A1111_EVENTS = (
@@ -161,7 +173,8 @@ async def txt2img(request: Request) -> Response:
                 state, sub, parse_txt2img(sub, state.settings.max_pixels, state.generation_options)
             )
 
-        return await run_script(state, body, req, call, "txt2img", prepare)
+        async with cancelled_on_disconnect(request):
+            return await run_script(state, body, req, call, "txt2img", prepare)
     return await _a1111_answer(request, state, req, "txt2img")
 
 
@@ -185,7 +198,8 @@ async def img2img(request: Request) -> Response:
                 state, sub, parse_img2img(sub, state.settings.max_pixels, state.generation_options)
             )
 
-        return await run_script(state, body, req, call, "img2img", prepare_img2img)
+        async with cancelled_on_disconnect(request):
+            return await run_script(state, body, req, call, "img2img", prepare_img2img)
     return await _a1111_answer(request, state, req, "img2img")
 
 
@@ -271,7 +285,8 @@ async def openai_images(request: Request) -> Response:
     partial_images = parse_openai_stream(body)
     if partial_images is not None:
         return _openai_stream(state, req, partial_images)
-    out = await generate(state, req, "txt2img")
+    async with cancelled_on_disconnect(request):
+        out = await generate(state, req, "txt2img")
     data = [
         {"b64_json": image, "seed": seed, "revised_prompt": None}
         for image, seed in zip(out.images, req.seeds, strict=False)

@@ -89,12 +89,15 @@ class ServerState:
             raise Unavailable(reason, retry_after=5)
         return self.engine
 
-    async def in_worker(self, fn: Callable[[], T]) -> T:
-        """Run `fn` on the pipeline thread; a cancelled caller still waits for it to finish."""
+    async def in_worker(self, fn: Callable[[], T], on_cancel: Callable[[], None] | None = None) -> T:
+        """Run `fn` on the pipeline thread; a cancelled caller calls `on_cancel` (to make `fn` stop early)
+        and still waits for it to finish, so the pipeline is free when the caller's slot is released."""
         future = asyncio.get_running_loop().run_in_executor(self.executor, fn)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
+            if on_cancel is not None:
+                on_cancel()
             await asyncio.wait([future])
             raise
 
