@@ -83,14 +83,17 @@ def metric(url: str, name: str) -> float:
     return 0.0
 
 
-def hold_request(url: str, path: str, body: Any, missing: int = 0) -> socket.socket:
+def hold_request(
+    url: str, path: str, body: Any, missing: int = 0, headers: dict[str, str] | None = None
+) -> socket.socket:
     """Send a JSON POST on a raw connection and return it unread: closing it is a client going away.
     With `missing`, the body is that many bytes short of its Content-Length (an upload cut off)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     data = json.dumps(body).encode()
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n{extra}"
         f"Content-Length: {len(data) + missing}\r\n\r\n"
     )
     conn = socket.create_connection((host, port))

@@ -78,3 +78,19 @@ def test_upload_cut_off_is_a_client_gone_not_a_crash(server: str) -> None:
     _until(lambda: metric(server, f'knsd_requests_total{{route="{route}",status="499"}}') == 1, 30)
     assert metric(server, f'knsd_requests_total{{route="{route}",status="500"}}') == 0
     assert metric(server, f'knsd_requests_total{{route="{route}",status="499"}}') == 1
+
+
+def test_streamed_generation_stops_when_its_client_leaves(server: str) -> None:
+    with health_watched(server):
+        images_before = metric(server, IMAGES)
+        stream = hold_request(server, "/sdapi/v1/txt2img", LONG, headers={"Accept": "text/event-stream"})
+        assert stream.recv(4096).startswith(b"HTTP/1.1 200")
+        _until(lambda: httpx.get(server + "/sdapi/v1/progress").json()["state"]["sampling_step"] >= 1)
+        steps_at_close = metric(server, STEPS)
+        stream.close()
+        _until(lambda: metric(server, "knsd_inflight_requests") == 0)
+        r = httpx.post(server + "/sdapi/v1/txt2img", json=SMALL, timeout=120)
+        assert r.status_code == 200
+        after_close = metric(server, STEPS) - steps_at_close
+        assert after_close <= SMALL["steps"] + 5, f"{after_close} steps ran after the client left"
+        assert metric(server, IMAGES) - images_before == 1

@@ -179,6 +179,9 @@ class Engine:
         current step as with `interrupt`, and nothing more starts; unlike `interrupt` it cannot reach
         another request."""
         self.check(req)  # admission checks first; a direct caller (bench, tests) gets the same 422s
+        if stop is not None and stop.is_set():  # stopped before it began: a script's later parts end here
+            self.progress.interrupted = True
+            return Generation()
         self.passes.stop = stop
         try:
             with seamless(self.model, req.tiling):

@@ -4,6 +4,7 @@ combines (A1111's `scripts/*.py` run `process_images` the same way)."""
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,12 @@ def upscaled_size(source: Any, spec: SdUpscale) -> tuple[int, int]:
 
 
 def sd_upscale(
-    engine: Engine, req: GenerationRequest, source: Any, spec: SdUpscale, job: str
+    engine: Engine,
+    req: GenerationRequest,
+    source: Any,
+    spec: SdUpscale,
+    job: str,
+    stop: threading.Event | None = None,
 ) -> ScriptResult:
     """A1111's `sd upscale`: upscale the init image, img2img it in tiles of width x height overlapping by
     `overlap` (tile k of batch i gets seed + i + k, as A1111's batches do), blend the tiles back; once per
@@ -59,7 +65,7 @@ def sd_upscale(
                 )
                 first = first or part
                 if not engine.progress.interrupted:
-                    done.extend(engine.generate(part, job).images)
+                    done.extend(engine.generate(part, job, stop).images)
         from PIL import Image
 
         done += [Image.new("RGB", (req.width, req.height))] * (len(tiles) - len(done))  # interrupted: black

@@ -40,14 +40,22 @@ async def cancelled_on_disconnect(request: Request) -> AsyncIterator[None]:
     """Run the block; if the client disconnects meanwhile, cancel it and raise `ClientGone`."""
     if not body_read(request):
         raise RuntimeError("read the request body before watching for a disconnect")
+    async with cancelled_when_gone(request.receive):
+        yield
+
+
+@asynccontextmanager
+async def cancelled_when_gone(receive: Receive) -> AsyncIterator[None]:
+    """`cancelled_on_disconnect` on an ASGI `receive` whose request body has been read (a response's own
+    `__call__`, such as an event stream's, after its handler read the body)."""
     current = asyncio.current_task()
     if current is None:
-        raise RuntimeError("cancelled_on_disconnect runs inside a task")
+        raise RuntimeError("cancelled_when_gone runs inside a task")
     task = current
     gone = asyncio.Event()
 
     async def watch() -> None:
-        await until_disconnected(request.receive)
+        await until_disconnected(receive)
         gone.set()
         task.cancel()
 

@@ -4,6 +4,7 @@ turn of the pipeline (knsd.serve.generate.scripts)."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +58,8 @@ async def run_script(
     for r in reqs:
         engine.check(r)
 
+    stop = threading.Event()  # set when the client goes away (knsd.serve.http.disconnect)
+
     def work() -> tuple[list[str], dict[str, Any]]:
         images: list[Any] = []
         texts: list[str] = []
@@ -64,7 +67,7 @@ async def run_script(
         for r in reqs:
             if engine.progress.interrupted:
                 break
-            out = engine.generate(r, job)
+            out = engine.generate(r, job, stop)
             images += out.images
             texts += [
                 infotext(r, seed, model.info, sub, out.extra)
@@ -90,7 +93,7 @@ async def run_script(
         return [encode_png(image, text) for image, text in zip(images, texts, strict=True)], described
 
     async with state.admission.slot():
-        images, described = await state.in_worker(work)
+        images, described = await state.in_worker(work, on_cancel=stop.set)
     return JSONResponse(
         {
             "images": images if req.send_images else [],
@@ -119,14 +122,16 @@ async def _sd_upscale(
         )
     model = engine.model.info
 
+    stop = threading.Event()  # set when the client goes away (knsd.serve.http.disconnect)
+
     def work() -> tuple[ScriptResult, list[str]]:
-        result = sd_upscale(engine, req, source, spec, job)
+        result = sd_upscale(engine, req, source, spec, job, stop)
         state.metrics.images.inc(len(result.images))
         text = infotext(result.first, result.first.seed, model, extra=result.extra)
         return result, [encode_png(image, text) for image in result.images]
 
     async with state.admission.slot():
-        result, images = await state.in_worker(work)
+        result, images = await state.in_worker(work, on_cancel=stop.set)
     described = info(result.first, model, extra=result.extra)
     described["infotexts"] = [described["infotexts"][0]] * len(images)
     return JSONResponse(
@@ -163,11 +168,13 @@ async def _xyz(
     model = engine.model.info
     x, y, z = plan.axes
 
+    stop = threading.Event()  # set when the client goes away (knsd.serve.http.disconnect)
+
     def work() -> tuple[list[str], dict[str, Any]]:
         cells: list[Any] = []
         texts: list[str] = []
         for r in reqs:
-            out = engine.generate(r, job) if not engine.progress.interrupted else None
+            out = engine.generate(r, job, stop) if not engine.progress.interrupted else None
             if out is None or not out.images:  # A1111: a blank cell for a failed one
                 cells.append(Image.new("RGB", (cells[0].size if cells else (r.width, r.height))))
                 texts.append("")
@@ -212,7 +219,7 @@ async def _xyz(
         return [encode_png(im, t) for im, t in zip(images, all_texts, strict=True)], described
 
     async with state.admission.slot():
-        images, described = await state.in_worker(work)
+        images, described = await state.in_worker(work, on_cancel=stop.set)
     return JSONResponse(
         {
             "images": images if req.send_images else [],

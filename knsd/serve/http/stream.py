@@ -5,7 +5,8 @@ are plain JSON responses. Then: a comment at once (the first bytes: Knative's re
 met), one or more events per step as the pipeline thread reports them (a `Feed` wakes the event loop; steps
 that come faster than the loop are coalesced into one event), a keep-alive comment whenever nothing was sent
 for `keepalive` seconds, and finally the events of the result, or one error event built from the exception
-as the app's handlers build an error response (knsd.serve.http.failure).
+as the app's handlers build an error response (knsd.serve.http.failure). A client that disconnects gives
+its place up (knsd.serve.http.disconnect): the generation stops and the stream ends without a last event.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from collections.abc import Awaitable, Callable
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from knsd.errors import ClientGone
 from knsd.serve.generate.progress import Progress
 from knsd.serve.http import events
+from knsd.serve.http.disconnect import cancelled_when_gone
 from knsd.serve.http.failure import Failure, describe
 
 log = logging.getLogger("knsd.serve")
@@ -98,14 +101,20 @@ class EventStream(Response):
         await write(events.comment("knsd stream"))
         feed = Feed(self.progress)
         pump = asyncio.create_task(self._pump(feed, write), name="knsd-stream-pump")
+        tail: list[bytes] | None
         try:
-            tail = await self.job(feed)
+            async with cancelled_when_gone(receive):  # the handler read the body before this response
+                tail = await self.job(feed)
+        except ClientGone:
+            tail = None  # the job gave its place up; nobody is left to send to
         except Exception as exc:
             tail = [self.on_error(describe(exc, scope.get("method", ""), scope.get("path", "")))]
         finally:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
+        if tail is None:
+            return
         for chunk in tail:
             await write(chunk)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
