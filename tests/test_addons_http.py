@@ -246,3 +246,12 @@ def test_addon_metrics(client: httpx.Client) -> None:
     assert values['knsd_addon_load_seconds_count{kind="lora"}'] == values["knsd_lora_cache_misses_total"]
     assert values['knsd_lora_patch_seconds_count{op="patch"}'] >= 2
     assert values['knsd_lora_patch_seconds_count{op="restore"}'] >= 2
+
+
+def test_controlnet_batches_draw_their_own_ancestral_noise(client: httpx.Client) -> None:
+    """The ControlNet pipeline is built once per request; each n_iter batch still samples with its own
+    scheduler, so batch 2 (seed + 1) is the image a lone request with seed + 1 makes."""
+    body = {**SMALL, "sampler_name": "Euler a"}
+    both = _controlnet(client, _unit(), n_iter=2, **body)
+    alone = _controlnet(client, _unit(), **{**body, "seed": SMALL["seed"] + 1})
+    assert np.abs(_pixels(both["images"][1]) - _pixels(alone["images"][0])).max() <= 1

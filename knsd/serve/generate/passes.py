@@ -274,7 +274,11 @@ class Passes:
 
         addon = self.addon
         if addon is not None:
+            scheduler = run.pipe.scheduler
             run = addon.apply_to_pass(run)  # a ControlNet pipeline and its control images when units are on
+            run.pipe.scheduler = (
+                scheduler  # this pass's own (its noise and state), not the one it was built with
+            )
         kwargs = dict(run.kwargs, callback_on_step_end=on_step_end)
         if conds is not None:
             kwargs["callback_on_step_end_tensor_inputs"] = conds.tensor_inputs(run.pipe)
