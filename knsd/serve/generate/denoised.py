@@ -13,6 +13,7 @@ model output, the sample and the noise level the step used, by the scheduler's p
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -66,6 +67,8 @@ def capturing_denoised(scheduler: Any, keep: Callable[[Any], None], enabled: boo
         return
     step = scheduler.step
 
+    # the pipelines pass `eta` and `generator` only to a step whose signature has them: keep the original's
+    @functools.wraps(step)
     def wrapped(model_output: Any, timestep: Any, sample: Any, *args: Any, **kwargs: Any) -> Any:
         result = step(model_output, timestep, sample, *args, **kwargs)
         keep(denoised_estimate(scheduler, model_output, timestep, sample, result))
