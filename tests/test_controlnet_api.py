@@ -212,9 +212,9 @@ def _constant_nets(folder: Path, hed_bias: float, line_bias: float) -> None:
     weights and the given bias."""
     import torch
 
-    from knsd.serve.addons.controlnet.annotators import hed_network, lineart_network
+    from knsd.serve.addons.controlnet.annotators import anime_network, hed_network, lineart_network
 
-    hed, line = hed_network(), lineart_network()
+    hed, line, anime = hed_network(), lineart_network(), anime_network()
     with torch.no_grad():
         for i in range(1, 6):
             projection = getattr(hed, f"block{i}").projection
@@ -222,10 +222,16 @@ def _constant_nets(folder: Path, hed_bias: float, line_bias: float) -> None:
             projection.bias.fill_(hed_bias)
         line.model4[1].weight.zero_()
         line.model4[1].bias.fill_(line_bias)
+        anime.model.model[3].weight.zero_()  # the outermost transposed convolution, before the tanh
+        anime.model.model[3].bias.fill_(0.0)
     (folder / "hed").mkdir(parents=True, exist_ok=True)
     (folder / "lineart").mkdir(parents=True, exist_ok=True)
     torch.save(hed.state_dict(), folder / "hed" / "ControlNetHED.pth")
     torch.save(line.state_dict(), folder / "lineart" / "sk_model.pth")
+    (folder / "lineart_anime").mkdir(parents=True, exist_ok=True)  # saved from DataParallel: "module." keys
+    torch.save(
+        {f"module.{k}": v for k, v in anime.state_dict().items()}, folder / "lineart_anime" / "netG.pth"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +251,7 @@ def annotated(
 def test_modules_with_weights_are_listed_when_their_files_are_there(annotated: httpx.Client) -> None:
     listed = annotated.get("/controlnet/module_list").json()["module_list"]
     assert {"hed", "hed_safe", "scribble_hed", "lineart"} <= set(listed)
-    assert "lineart_coarse" not in listed  # its sk_model2.pth is not there
+    assert "lineart_coarse" not in listed and "lineart_anime" in listed  # sk_model2.pth is not there
     types = annotated.get("/controlnet/control_types").json()["control_types"]
     assert "softedge_hed" in types["SoftEdge"]["module_list"]
 
@@ -267,6 +273,8 @@ def test_weight_modules_run_their_networks(annotated: httpx.Client) -> None:
     assert (detect("softedge_hedsafe") == 255).all()
     # lines: sigmoid(8) = 0.99966 -> 254; inverted to white lines on black: 1
     assert (detect("lineart_realistic") == 1).all()
+    # tanh(0) x 127.5 + 127.5 = 127.5 -> 127, inverted: 128
+    assert (detect("lineart_anime") == 128).all()
     r = _detect(annotated, controlnet_module="lineart_coarse", controlnet_input_images=[img])
     assert r.status_code == 422 and "lineart/sk_model2.pth" in r.json()["detail"]
 

@@ -1,6 +1,7 @@
 """Preprocessors that run a network from the annotator folder: HED (softedge_hed, softedge_hedsafe,
-scribble_hed; `hed/ControlNetHED.pth`) and the informative-drawings line generators (lineart_realistic,
-lineart_coarse; `lineart/sk_model.pth`, `sk_model2.pth`), as the extension runs them (float32, RGB).
+scribble_hed; `hed/ControlNetHED.pth`), the informative-drawings line generators (lineart_realistic,
+lineart_coarse; `lineart/sk_model.pth`, `sk_model2.pth`) and the anime line U-Net (lineart_anime;
+`lineart_anime/netG.pth`), as the extension runs them (float32, RGB).
 
 The networks are rebuilt here with the parameter names of those files and loaded with `weights_only`
 (no pickled code runs); at most two stay in memory.
@@ -20,6 +21,7 @@ from knsd.serve.addons.controlnet.thin import naked_nms
 
 Array = Any
 HED_FILE, LINEART_FILE, COARSE_FILE = "hed/ControlNetHED.pth", "lineart/sk_model.pth", "lineart/sk_model2.pth"
+ANIME_FILE = "lineart_anime/netG.pth"
 
 
 def hed_network() -> Any:
@@ -101,6 +103,59 @@ def lineart_network() -> Any:
     return Generator()
 
 
+def anime_network() -> Any:
+    """pix2pix's U-Net generator with 8 levels (64 filters at the top, 512 from the fourth level down),
+    instance norms without weights, 4x4 stride-2 convolutions down (LeakyReLU 0.2) and transposed ones up
+    (ReLU), skip connections by concatenation, tanh out."""
+    import torch
+    from torch import nn
+
+    def norm(c: int) -> Any:
+        return nn.InstanceNorm2d(c, affine=False, track_running_stats=False)
+
+    class Level(nn.Module):
+        def __init__(
+            self, outer: int, inner: int, sub: Any, cin: int | None = None, outermost: bool = False
+        ) -> None:
+            super().__init__()
+            cin = outer if cin is None else cin
+            down = nn.Conv2d(cin, inner, 4, stride=2, padding=1, bias=True)
+            self.outermost = outermost
+            if outermost:
+                layers = [
+                    down,
+                    sub,
+                    nn.ReLU(),
+                    nn.ConvTranspose2d(inner * 2, outer, 4, stride=2, padding=1),
+                    nn.Tanh(),
+                ]
+            elif sub is None:
+                up = nn.ConvTranspose2d(inner, outer, 4, stride=2, padding=1)
+                layers = [nn.LeakyReLU(0.2), down, nn.ReLU(), up, norm(outer)]
+            else:
+                up = nn.ConvTranspose2d(inner * 2, outer, 4, stride=2, padding=1)
+                layers = [nn.LeakyReLU(0.2), down, norm(inner), sub, nn.ReLU(), up, norm(outer)]
+            self.model = nn.Sequential(*layers)
+
+        def forward(self, x: Any) -> Any:
+            return self.model(x) if self.outermost else torch.cat([x, self.model(x)], 1)
+
+    class Generator(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            level = Level(512, 512, None)
+            for _ in range(3):
+                level = Level(512, 512, level)
+            for outer in (256, 128, 64):
+                level = Level(outer, outer * 2, level)
+            self.model = Level(1, 64, level, cin=3, outermost=True)
+
+        def forward(self, x: Any) -> Any:
+            return self.model(x)
+
+    return Generator()
+
+
 class AnnotatorModels:
     """Networks loaded from the annotator folder, the two most recent kept (loading is serialised)."""
 
@@ -120,7 +175,8 @@ class AnnotatorModels:
             net = build()
             try:
                 state = torch.load(self.folder / file, map_location="cpu", weights_only=True)
-                net.load_state_dict(state)
+                # checkpoints saved from DataParallel carry a "module." prefix
+                net.load_state_dict({k.replace("module.", ""): v for k, v in state.items()})
             except Exception as exc:  # a truncated or foreign file: say which, not a 500
                 raise ModelError(
                     f"annotator weights {self.folder / file} could not be loaded: {exc}"
@@ -186,6 +242,24 @@ def _lineart(img: Array, res: int, models: AnnotatorModels, file: str) -> Array:
     return hwc3(unpad(255 - drawn))  # white lines on black, as ControlNet's lineart models take them
 
 
+def lineart_anime(img: Array, res: int, a: float, b: float, models: AnnotatorModels) -> Array:
+    """The anime line generator at multiples of 256 (cubic there and back), inverted to white on black."""
+    import cv2
+    import numpy as np
+    import torch
+
+    padded, unpad = resize_with_pad(img, res)
+    h, w = padded.shape[:2]
+    hn, wn = 256 * int(np.ceil(h / 256.0)), 256 * int(np.ceil(w / 256.0))
+    net = models.network(ANIME_FILE, anime_network)
+    scaled = cv2.resize(padded, (wn, hn), interpolation=cv2.INTER_CUBIC)
+    with torch.no_grad():
+        feed = torch.from_numpy(scaled).float().div(127.5).sub(1.0).permute(2, 0, 1)[None]
+        line = (net(feed)[0, 0] * 127.5 + 127.5).numpy()
+    line = cv2.resize(line, (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 255).astype(np.uint8)
+    return hwc3(unpad(255 - line))
+
+
 def lineart(img: Array, res: int, a: float, b: float, models: AnnotatorModels) -> Array:
     return _lineart(img, res, models, LINEART_FILE)
 
@@ -200,4 +274,5 @@ ANNOTATORS: dict[str, Callable[[Array, int, float, float, AnnotatorModels], Arra
     "scribble_hed": scribble_hed,
     "lineart": lineart,
     "lineart_coarse": lineart_coarse,
+    "lineart_anime": lineart_anime,
 }
