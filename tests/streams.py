@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -42,3 +43,24 @@ def stream_txt2img(client: httpx.Client, url: str, body: dict[str, Any]) -> Any:
     return client.stream(
         "POST", url + "/sdapi/v1/txt2img", json=body, headers={"Accept": "text/event-stream"}, timeout=300
     )
+
+
+def steps_run(url: str) -> int:
+    """A server's (or pod's) count of the denoising steps it has run (its step-time histogram)."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    return int(float(re.search(r"^knsd_denoising_step_seconds_count (\S+)$", text, re.M).group(1)))
+
+
+def leave_after(
+    client: httpx.Client, url: str, body: dict[str, Any], step: int, server: str | None = None
+) -> tuple[int, int]:
+    """Stream `body` from `url`, read until its progress reaches `step`, then close: the client has gone.
+    Returns the step count of `server` (the one generating; default `url`) before and when it left."""
+    server = server or url
+    before = steps_run(server)
+    with stream_txt2img(client, url, body) as response:
+        for event in events(response):
+            if event.name == "progress" and event.data["state"]["sampling_step"] >= step:
+                break
+        left_at = steps_run(server)
+    return before, left_at

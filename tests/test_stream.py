@@ -25,7 +25,7 @@ from knsd.serve.http.app import create_app
 from knsd.serve.http.stream import EventStream
 from knsd.serve.settings import ServeSettings
 from tests.helpers import running
-from tests.streams import Event, events, stream_txt2img
+from tests.streams import Event, events, leave_after, steps_run, stream_txt2img
 
 SMALL = {"prompt": "a cat", "width": 64, "height": 64, "seed": 7}
 
@@ -221,3 +221,12 @@ def test_img2img_streams_too(url: str) -> None:
             got = list(events(r))
     assert [e.data["state"]["job"] for e in got if e.name == "progress"][0] == "img2img"
     assert got[-1].name == "result" and _png(got[-1].data["images"][0]).size == (64, 64)
+
+
+def test_a_stream_left_by_its_client_stops_at_the_next_step(url: str) -> None:
+    with httpx.Client() as client:
+        before, left_at = leave_after(client, url, {**SMALL, "steps": 150, "width": 256, "height": 256}, 3)
+    after = httpx.post(url + "/sdapi/v1/txt2img", json={**SMALL, "steps": 2}, timeout=300)
+    assert after.status_code == 200
+    abandoned = steps_run(url) - 2 - before
+    assert abandoned < 150 and abandoned - (left_at - before) <= 2, (before, left_at, abandoned)

@@ -15,7 +15,7 @@ import pytest
 
 from tests.browser import RECORD_PROGRESS, launch, needs_browser, screenshot_dir, watch
 from tests.local_helpers import knsd, live_pods, local_service, wait_until
-from tests.streams import events, stream_txt2img
+from tests.streams import events, leave_after, steps_run, stream_txt2img
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 FLAGS = ["--concurrency-limit", "1", "--scale-min", "1", "--scale-max", "1"]
@@ -81,6 +81,41 @@ def test_page_progress_and_preview_move_through_the_route(route: tuple[str, str]
         ctx.close()
 
 
+@needs_browser
+def test_page_interrupt_ends_the_request_and_frees_the_pod(route: tuple[str, str]) -> None:
+    """Interrupt on the page closes its stream: through the route the pod stops the job at its next step
+    (a POST /sdapi/v1/interrupt would wait behind the job at containerConcurrency 1)."""
+    url, pod = route
+    with launch() as browser:
+        ctx = browser.new_context()
+        ctx.add_init_script(RECORD_PROGRESS)
+        w = watch(ctx.new_page())
+        page = w.page
+        page.goto(url + "/", wait_until="networkidle")
+        page.evaluate("localStorage.clear()")
+        for field, value in (
+            ("#prompt", "a long walk"),
+            ("#steps", "150"),
+            ("#width", "128"),
+            ("#height", "128"),
+        ):
+            page.fill(field, value)
+        before = steps_run(pod)
+        page.click("#generate")
+        page.wait_for_function(
+            r"window.__progressText.some(t => /^Step ([3-9]|\d\d+) /.test(t))", timeout=240_000
+        )
+        page.click("#interrupt")
+        page.wait_for_function("document.getElementById('progress-text').textContent === 'Interrupted'")
+        after = httpx.post(url + "/sdapi/v1/txt2img", json={"prompt": "next", "steps": 2, "width": 64, "height": 64},
+                           timeout=300)  # fmt: skip
+        assert after.status_code == 200
+        assert steps_run(pod) - 2 - before < 150  # the job stopped long before its end
+        assert not [u for u in w.requests if u.endswith("/sdapi/v1/interrupt")]
+        assert [e for e in w.errors if "aborted" not in e.lower()] == []
+        ctx.close()
+
+
 def test_openai_client_through_the_route(route: tuple[str, str]) -> None:
     url, _ = route
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
@@ -102,3 +137,17 @@ def test_loadtest_reports_first_byte_of_streams(cache: Path, route: tuple[str, s
     data = json.loads(knsd(cache, *args, "-o", "json", url + "/sdapi/v1/txt2img").stdout)
     assert data["streamed"] == 2
     assert all(r["first_byte"] < r["latency"] for r in data["requests"])
+
+
+def test_a_client_that_leaves_frees_the_pod_within_a_step(route: tuple[str, str]) -> None:
+    """A streamed request whose client disconnects from the route stops at its next step on the pod: the
+    request after it starts at once, and the abandoned one ran at most a step or two after it was left."""
+    url, pod = route
+    long = {"prompt": "a long walk", "steps": 150, "width": 128, "height": 128}
+    with httpx.Client() as client:
+        before, left_at = leave_after(client, url, long, 3, server=pod)  # counted on the pod, not the route
+    after = httpx.post(url + "/sdapi/v1/txt2img", json={"prompt": "next", "steps": 2, "width": 64, "height": 64},
+                       timeout=300)  # fmt: skip
+    assert after.status_code == 200
+    abandoned = steps_run(pod) - 2 - before  # the steps the left request ran in all
+    assert abandoned < 150 and abandoned - (left_at - before) <= 2, (before, left_at, abandoned)
