@@ -91,3 +91,40 @@ def test_deploy_with_the_gateway_without_redis_server_names_the_package(cache: P
         and "apt-get install redis-server" in out.stderr
     )
     assert not (cache / "local" / "gwnoredis" / "runtime.pid").exists()  # nothing was started
+
+
+def test_gateway_follows_the_spec_and_goes_with_the_service(cache: Path) -> None:
+    redis_binary()
+    route, front = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    flags = ["--name", "gwlife", "--local-address", route, "--gateway-address", front, "--gateway"]
+    url, gateway = f"http://{route}", f"http://{front}"
+    try:
+        assert knsd(cache, "deploy", "--local", *flags).returncode == 0
+        before = status(url)
+        assert httpx.post(gateway + "/sdapi/v1/txt2img", json=SMALL, timeout=120).status_code == 200
+        # Only the gateway's flags change: the gateway restarts, the revision stays.
+        again = knsd(cache, "deploy", "--local", *flags, "--gateway-arg=--rate=*=1/m")
+        assert again.returncode == 0, again.stderr
+        after = status(url)
+        first = httpx.post(gateway + "/sdapi/v1/txt2img", json=SMALL, timeout=120)
+        second = httpx.post(gateway + "/sdapi/v1/txt2img", json=SMALL, timeout=120)
+        text = knsd(cache, "status", "gwlife", "--local").stdout
+        pids = [after["gateway"]["pid"], after["gateway"]["redis"]["pid"]]
+    finally:
+        knsd(cache, "delete", "gwlife", "--local")
+    assert after["latest_revision"] == before["latest_revision"]
+    assert after["gateway"]["pid"] != before["gateway"]["pid"] and after["gateway"]["restarts"] == 0
+    assert after["gateway"]["redis"]["pid"] == before["gateway"]["redis"]["pid"]  # the queue's Redis stays
+    assert first.status_code == 200 and second.status_code == 429  # the new flags are in force
+    assert f"Gateway:    {gateway} ready" in text and "Redis:      unix://" in text
+    for pid in pids:
+        wait_until(
+            lambda pid=pid: not Path(f"/proc/{pid}").exists() or _zombie(pid), 30, f"process {pid} to end"
+        )
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True

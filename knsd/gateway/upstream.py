@@ -4,6 +4,7 @@ title, and plain forwarding of the other routes. Outcomes are classified here, o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -143,9 +144,10 @@ class Upstream:
                 for event, data in parser.feed(chunk):
                     if event == "progress":
                         await on_progress(data)
-                    elif event == "result":
-                        return Outcome("ok", 200, data, pod)
-                    elif event == "error":
+                    elif event in ("result", "error"):
+                        await _drain(response)
+                        if event == "result":
+                            return Outcome("ok", 200, data, pod)
                         return _classify(_event_status(data), data, pod)
         except EventStreamTooLarge as exc:
             raise _TooLarge(str(exc)) from None
@@ -201,6 +203,14 @@ class Upstream:
         except (aiohttp.ClientError, OSError, _TooLarge) as exc:
             detail = f"upstream request failed: {type(exc).__name__}: {exc}"
             return 502, {"Content-Type": "application/json"}, error_body("BadGateway", detail, 502)
+
+
+async def _drain(response: aiohttp.ClientResponse, limit: float = 5.0) -> None:
+    """Read a stream to its end after its last event, so it ends cleanly (not as a client that went away)."""
+    with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+        async with asyncio.timeout(limit):
+            while await response.content.readany():
+                pass
 
 
 class _TooLarge(Exception):
