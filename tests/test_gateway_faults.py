@@ -110,3 +110,18 @@ def test_queue_survives_a_redis_restart(cache: Path, upstream: str, tmp_path: Pa
     finally:
         redis.stop()
     assert [r["status"] for r in results] == ["succeeded"] * 3
+
+
+def test_a_redis_that_comes_back_empty_is_set_up_again(cache: Path, upstream: str, tmp_path: Path) -> None:
+    redis = Redis(tmp_path / "redis", aof=False)
+    redis.start()
+    try:
+        with gateway(cache, upstream, redis.url, tmp_path / "gw.log", "--redis-prefix", prefix()) as gw:
+            assert wait_job(gw.url, submit(gw.url, SMALL))["status"] == "succeeded"
+            redis.stop()
+            redis.start()  # no persistence: the stream and its consumer group are gone
+            after = wait_job(gw.url, submit(gw.url, {**SMALL, "seed": 3}), timeout=120)
+            sync = httpx.post(gw.url + TXT2IMG, json={**SMALL, "seed": 4}, timeout=120)
+    finally:
+        redis.stop()
+    assert after["status"] == "succeeded" and sync.status_code == 200

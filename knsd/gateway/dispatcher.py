@@ -69,6 +69,9 @@ class Dispatcher:
                 except (RedisError, OSError) as exc:
                     log.warning("redis unavailable (%s); retrying in 1s", exc)
                     await asyncio.sleep(1.0)
+                    if "NOGROUP" in str(exc):  # a Redis that came back empty (no persistence): start over
+                        with contextlib.suppress(RedisError, OSError):
+                            await self.store.ensure_group()
         finally:
             upkeep.cancel()
 
@@ -114,7 +117,11 @@ class Dispatcher:
         if verdict.state == "closed":
             return True
         if verdict.state == "probe":
-            ok = await self.upstream.probe(self.s.probe_path, self.s.probe_timeout)
+            renew = asyncio.create_task(self._renew(token))  # a probe may wait out a cold start
+            try:
+                ok = await self.upstream.probe(self.s.probe_path, self.s.probe_timeout)
+            finally:
+                renew.cancel()
             state = await self.breaker.probed(token, ok)
             log.info("breaker probe of %s%s: %s -> %s", self.upstream.base, self.s.probe_path, ok, state)
             return state == "closed"
@@ -122,6 +129,12 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._breaker_moved.wait(), max(0.05, min(verdict.wait, 1.0)))
         return False
+
+    async def _renew(self, token: str) -> None:
+        while True:
+            await asyncio.sleep(self.s.heartbeat)
+            with contextlib.suppress(RedisError, OSError):
+                await self.slots.renew(token)
 
     async def _upkeep(self) -> None:
         forget_at = time.monotonic() + 60
@@ -133,6 +146,8 @@ class Dispatcher:
                     await self.store.forget_idle_consumers(FORGET_AFTER)
             except (RedisError, OSError) as exc:
                 log.debug("upkeep: %s", exc)
+            except Exception:  # a bug here must not stop retries from coming due
+                log.exception("upkeep failed")
             await asyncio.sleep(0.25)
 
     # one job

@@ -104,7 +104,7 @@ return {'run', attempts, reclaimed, f[1], f[2], f[3], f[4], f[5], f[6], f[7]}
 # A worker holds an entry it has not started (the breaker is open): keep it from looking abandoned.
 # KEYS stream; ARGV group, consumer, entry -> 1 still this worker's, 0 not any more
 HOLD = """
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
 return 1

@@ -106,8 +106,8 @@ async def serve(settings: GatewaySettings, port_file: Path | None = None) -> int
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    listening = asyncio.Event()
-    tasks = [asyncio.create_task(state.events.run(listening)), asyncio.create_task(_work(state, stop))]
+    deaf = asyncio.Event()  # pub/sub stays on while running jobs drain (cancels, waiters)
+    tasks = [asyncio.create_task(state.events.run(deaf)), asyncio.create_task(_work(state, stop))]
     log.info("gateway on http://%s:%d -> %s (redis %s, %d in flight)", settings.host, port, settings.upstream,
              _redacted(settings.redis_url), settings.max_inflight)  # fmt: skip
     await stop.wait()
@@ -115,7 +115,7 @@ async def serve(settings: GatewaySettings, port_file: Path | None = None) -> int
     await site.stop()
     await state.dispatcher.drain(settings.drain_timeout)
     await runner.cleanup()
-    listening.set()
+    deaf.set()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
