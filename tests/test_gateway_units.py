@@ -169,3 +169,11 @@ def test_an_error_event_stands_for_its_status() -> None:
     assert _event_status(b'{"error": "Unavailable", "status": 503, "errors": "503: draining"}') == 503
     assert _event_status(b'{"error": "InvalidField", "errors": "422: width must be ..."}') == 422
     assert _event_status(b'{"detail": "?"}') == 500 and _event_status(b"not json") == 500
+
+
+def test_who_asks_for_an_event_stream() -> None:
+    from knsd.gateway.waiting import wants_events
+
+    assert wants_events("text/event-stream") and wants_events("application/json, Text/Event-Stream; q=0.5")
+    assert not wants_events("text/event-stream; q=0") and not wants_events("application/json")
+    assert not wants_events(None)

@@ -17,6 +17,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from knsd.errors import GatewayTimeout, KnsdError, Unavailable
+from knsd.gateway.cachekey import STREAMED
 from knsd.gateway.state import GatewayState
 from knsd.gateway.store import FINAL
 
@@ -27,7 +28,7 @@ CACHE_HEADER, JOB_HEADER = "X-Knsd-Cache", "X-Knsd-Job"
 
 async def answer(request: web.Request, gw: GatewayState, job_id: str, tenant: str) -> web.StreamResponse:
     """Wait for the job and answer as the upstream did (its status and body)."""
-    stream = "text/event-stream" in request.headers.get("Accept", "")
+    stream = request.path in STREAMED and wants_events(request.headers.get("Accept"))
     renew = asyncio.create_task(_keep_lease(gw, job_id))
     response: web.StreamResponse | None = None
     done = False
@@ -51,6 +52,15 @@ async def answer(request: web.Request, gw: GatewayState, job_id: str, tenant: st
                 await asyncio.shield(gw.store.cancel(job_id, tenant, "the synchronous request ended first"))
         with contextlib.suppress(RedisError, OSError):
             await asyncio.shield(gw.redis.delete(gw.store.keys.lease(job_id)))
+
+
+def wants_events(accept: str | None) -> bool:
+    """`Accept: text/event-stream` (not refused with q=0), as knsd serve reads it."""
+    for part in (accept or "").split(","):
+        media, *params = (p.strip().lower() for p in part.split(";"))
+        if media == "text/event-stream":
+            return not any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in params)
+    return False
 
 
 async def _keep_lease(gw: GatewayState, job_id: str) -> None:
