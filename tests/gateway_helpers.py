@@ -193,7 +193,10 @@ def bearer(key: str) -> dict[str, str]:
 def submit(url: str, body: dict, headers: dict[str, str] | None = None) -> str:
     """POST with `Prefer: respond-async`; the job's id (asserting the 202's shape)."""
     r = httpx.post(
-        url + "/sdapi/v1/txt2img", json=body, headers={"Prefer": "respond-async", **(headers or {})}
+        url + "/sdapi/v1/txt2img",
+        json=body,
+        headers={"Prefer": "respond-async", **(headers or {})},
+        timeout=60,
     )
     assert r.status_code == 202, r.text
     job = r.json()

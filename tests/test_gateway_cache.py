@@ -39,7 +39,7 @@ def upstream(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 def _generated(upstream: str) -> float:
     """Images the pod has made: a cache hit makes none."""
-    text = httpx.get(upstream + "/metrics").text
+    text = httpx.get(upstream + "/metrics", timeout=60).text
     return float(re.search(r"^knsd_images_generated_total (\S+)$", text, re.M).group(1))
 
 
@@ -51,7 +51,9 @@ def test_fixed_seed_repeated_is_a_hit_with_identical_bytes(
         made = _generated(upstream)
         # The same request written differently: other key order, other spacing.
         again = json.dumps({"seed": 1234, **{k: SMALL[k] for k in reversed(list(SMALL))}}, indent=1)
-        second = httpx.post(gw.url + TXT2IMG, content=again, headers={"Content-Type": "application/json"})
+        second = httpx.post(
+            gw.url + TXT2IMG, content=again, headers={"Content-Type": "application/json"}, timeout=60
+        )
         job_id = submit(gw.url, {**SMALL, "seed": 1234})
         async_job = wait_job(gw.url, job_id)
         hits = gw.metric("knsd_gateway_cache_requests_total", 'result="hit"')
@@ -81,7 +83,7 @@ def test_no_cache_bypasses_and_no_store_stores_nothing(
     with gateway(cache, upstream, redis.url, tmp_path / "gw.log", "--redis-prefix", prefix()) as gw:
         body = {**SMALL, "seed": 77}
         httpx.post(gw.url + TXT2IMG, json=body, timeout=120)
-        assert httpx.post(gw.url + TXT2IMG, json=body).headers["x-knsd-cache"] == "hit"
+        assert httpx.post(gw.url + TXT2IMG, json=body, timeout=60).headers["x-knsd-cache"] == "hit"
         made = _generated(upstream)
         fresh = httpx.post(gw.url + TXT2IMG, json=body, headers={"Cache-Control": "no-cache"}, timeout=120)
         assert fresh.headers["x-knsd-cache"] == "miss" and _generated(upstream) == made + 1
@@ -102,7 +104,7 @@ def test_cache_keeps_to_its_bound_in_bytes_and_its_ttl(
         for seed in (1, 2, 3):
             httpx.post(gw.url + TXT2IMG, json={**SMALL, "seed": seed}, timeout=120)
         held = gw.metric("knsd_gateway_cache_bytes")
-        newest = httpx.post(gw.url + TXT2IMG, json={**SMALL, "seed": 3}).headers["x-knsd-cache"]
+        newest = httpx.post(gw.url + TXT2IMG, json={**SMALL, "seed": 3}, timeout=60).headers["x-knsd-cache"]
         oldest = httpx.post(gw.url + TXT2IMG, json={**SMALL, "seed": 1}, timeout=120).headers["x-knsd-cache"]
         time.sleep(2.5)  # past the TTL of everything stored so far (seed 1 was stored again just now)
         expired = httpx.post(gw.url + TXT2IMG, json={**SMALL, "seed": 1}, timeout=120).headers["x-knsd-cache"]

@@ -103,10 +103,10 @@ def test_queue_survives_a_redis_restart(cache: Path, upstream: str, tmp_path: Pa
             wait_job(gw.url, running, until=("running",), timeout=60)
             queued = [submit(gw.url, {**SMALL, "seed": s}) for s in (1, 2)]
             redis.stop()  # SIGTERM: the append-only file is flushed
-            assert httpx.get(gw.url + "/readyz").status_code == 503
+            assert httpx.get(gw.url + "/readyz", timeout=60).status_code == 503
             redis.start()  # same port, same directory
             results = [wait_job(gw.url, j, timeout=300) for j in (running, *queued)]
-            assert httpx.get(gw.url + "/readyz").status_code == 200
+            assert httpx.get(gw.url + "/readyz", timeout=60).status_code == 200
     finally:
         redis.stop()
     assert [r["status"] for r in results] == ["succeeded"] * 3

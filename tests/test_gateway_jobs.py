@@ -42,7 +42,7 @@ def upstream(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 def _requests(upstream: str) -> float:
     """txt2img requests the pod has received, whatever became of them."""
-    text = httpx.get(upstream + "/metrics").text
+    text = httpx.get(upstream + "/metrics", timeout=60).text
     pattern = r'^knsd_requests_total\{[^}]*route="/sdapi/v1/txt2img"[^}]*\} (\S+)$'
     return sum(float(v) for v in re.findall(pattern, text, re.M))
 
@@ -68,10 +68,12 @@ def test_sync_request_is_answered_as_the_pod_answers_and_leaves_no_job(
         r = httpx.post(gw.url + "/sdapi/v1/txt2img", json={**SMALL, "seed": 7}, timeout=120)
         assert r.status_code == 200 and len(r.json()["images"]) == 1
         assert r.headers["x-knsd-cache"] == "miss" and r.headers["x-knsd-attempts"] == "1"
-        assert httpx.get(f"{gw.url}/jobs/{r.headers['x-knsd-job']}").status_code == 404  # answered once, gone
+        assert (
+            httpx.get(f"{gw.url}/jobs/{r.headers['x-knsd-job']}", timeout=60).status_code == 404
+        )  # answered once, gone
         bad = httpx.post(gw.url + "/sdapi/v1/txt2img", json={**SMALL, "width": 500}, timeout=120)
         openai = httpx.post(
-            gw.url + "/v1/images/generations", json={"prompt": "x", "size": "64x64", "steps": 2}
+            gw.url + "/v1/images/generations", json={"prompt": "x", "size": "64x64", "steps": 2}, timeout=120
         )
     assert bad.status_code == 422 and bad.json()["field"] == "width"  # the pod's own answer, passed through
     assert openai.status_code == 200 and len(openai.json()["data"]) == 1
@@ -95,11 +97,11 @@ def test_delete_cancels_a_queued_job_which_never_reaches_the_pod(
         wait_job(gw.url, running, until=("running",), timeout=60)
         queued = submit(gw.url, {**SMALL, "seed": 3})
         assert job(gw.url, queued)["status"] == "queued"  # the one slot is taken
-        r = httpx.delete(f"{gw.url}/jobs/{queued}")
+        r = httpx.delete(f"{gw.url}/jobs/{queued}", timeout=60)
         assert r.status_code == 200 and r.json()["status"] == "cancelled"
-        assert httpx.delete(f"{gw.url}/jobs/{queued}").status_code == 409  # already final
+        assert httpx.delete(f"{gw.url}/jobs/{queued}", timeout=60).status_code == 409  # already final
         # The running one is cut upstream: the gateway stops waiting for it and its slot frees.
-        cut = httpx.delete(f"{gw.url}/jobs/{running}")
+        cut = httpx.delete(f"{gw.url}/jobs/{running}", timeout=60)
         assert cut.status_code == 200 and cut.json()["status"] == "cancelled"
         after = wait_job(gw.url, submit(gw.url, {**SMALL, "seed": 4}))
         assert gw.metric("knsd_gateway_running_jobs") == 0
@@ -144,33 +146,43 @@ def test_in_flight_bound_is_shared_by_sync_and_async(
 def test_bounds_and_bad_input_are_clear_4xx(cache: Path, redis: Redis, upstream: str, tmp_path: Path) -> None:
     flags = ("--redis-prefix", prefix(), "--max-body-mb", "0.01")
     with gateway(cache, upstream, redis.url, tmp_path / "gw.log", *flags) as gw:
-        big = httpx.post(gw.url + "/sdapi/v1/txt2img", json={"prompt": "x" * 20000})
+        big = httpx.post(gw.url + "/sdapi/v1/txt2img", json={"prompt": "x" * 20000}, timeout=60)
         broken = httpx.post(
-            gw.url + "/sdapi/v1/txt2img", content=b"{nope", headers={"Content-Type": "application/json"}
+            gw.url + "/sdapi/v1/txt2img",
+            content=b"{nope",
+            headers={"Content-Type": "application/json"},
+            timeout=60,
         )
-        stream = httpx.post(gw.url + "/v1/images/generations", json={"prompt": "x", "stream": True})
-        clip = httpx.post(gw.url + "/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 2})
-        title = httpx.get(upstream + "/sdapi/v1/options").json()["sd_model_checkpoint"]
-        same_model = httpx.post(gw.url + "/sdapi/v1/options", json={"sd_model_checkpoint": title})
-        missing = httpx.get(gw.url + "/jobs/does-not-exist")
-        listed = httpx.get(gw.url + "/sdapi/v1/sd-models")
+        stream = httpx.post(
+            gw.url + "/v1/images/generations", json={"prompt": "x", "stream": True}, timeout=60
+        )
+        clip = httpx.post(gw.url + "/sdapi/v1/options", json={"CLIP_stop_at_last_layers": 2}, timeout=60)
+        title = httpx.get(upstream + "/sdapi/v1/options", timeout=60).json()["sd_model_checkpoint"]
+        same_model = httpx.post(gw.url + "/sdapi/v1/options", json={"sd_model_checkpoint": title}, timeout=60)
+        missing = httpx.get(gw.url + "/jobs/does-not-exist", timeout=60)
+        listed = httpx.get(gw.url + "/sdapi/v1/sd-models", timeout=60)
     assert big.status_code == 413 and "limit" in big.json()["detail"]
     assert broken.status_code == 400 and "JSON" in broken.json()["detail"]
     assert stream.status_code == 422 and stream.json()["field"] == "stream"
     assert clip.status_code == 422 and clip.json()["field"] == "CLIP_stop_at_last_layers"
     assert same_model.status_code == 200
     assert missing.status_code == 404
-    assert listed.status_code == 200 and listed.json() == httpx.get(upstream + "/sdapi/v1/sd-models").json()
+    assert (
+        listed.status_code == 200
+        and listed.json() == httpx.get(upstream + "/sdapi/v1/sd-models", timeout=60).json()
+    )
 
 
 def test_readyz_follows_redis_and_healthz_does_not(cache: Path, upstream: str, tmp_path: Path) -> None:
     with redis_server(tmp_path / "own-redis") as own:
         with gateway(cache, upstream, own.url, tmp_path / "gw.log") as gw:
-            assert httpx.get(gw.url + "/readyz").status_code == 200
+            assert httpx.get(gw.url + "/readyz", timeout=60).status_code == 200
             own.stop()
-            down = httpx.get(gw.url + "/readyz")
-            queued = httpx.post(gw.url + "/sdapi/v1/txt2img", json=SMALL, headers={"Prefer": "respond-async"})
-            assert httpx.get(gw.url + "/healthz").status_code == 200
+            down = httpx.get(gw.url + "/readyz", timeout=60)
+            queued = httpx.post(
+                gw.url + "/sdapi/v1/txt2img", json=SMALL, headers={"Prefer": "respond-async"}, timeout=60
+            )
+            assert httpx.get(gw.url + "/healthz", timeout=60).status_code == 200
             assert gw.metric("knsd_gateway_redis_up") == 0
     assert down.status_code == 503 and down.json()["status"] == "redis unreachable"
     assert queued.status_code == 503 and queued.headers["retry-after"] and "Redis" in queued.json()["detail"]
@@ -185,7 +197,7 @@ def test_sync_request_accepting_an_event_stream_gets_events(
         with httpx.stream("POST", gw.url + "/sdapi/v1/txt2img", json=body, headers=headers, timeout=300) as r:
             kind = r.headers["content-type"]
             text = r.read().decode()
-        refused = httpx.post(gw.url + "/sdapi/v1/txt2img", content=b"[]", headers=headers)
+        refused = httpx.post(gw.url + "/sdapi/v1/txt2img", content=b"[]", headers=headers, timeout=60)
     assert kind.startswith("text/event-stream")
     events = [block for block in text.split("\n\n") if block.startswith("event:")]
     assert events[-1].startswith("event: result\ndata: ") and len(events) == text.count("event: ")
@@ -208,8 +220,10 @@ def test_every_gateway_metric_the_dashboard_uses_is_exported(
         assert httpx.post(
             gw.url + "/sdapi/v1/txt2img", json={**SMALL, "seed": 5}, headers=alice, timeout=120
         ).is_success
-        assert httpx.post(gw.url + "/sdapi/v1/txt2img", json=SMALL, headers=alice).status_code == 429
-        text = httpx.get(gw.url + "/metrics").text
+        assert (
+            httpx.post(gw.url + "/sdapi/v1/txt2img", json=SMALL, headers=alice, timeout=60).status_code == 429
+        )
+        text = httpx.get(gw.url + "/metrics", timeout=60).text
     exported = {
         line.split()[0].split("{")[0] for line in text.splitlines() if line and not line.startswith("#")
     }

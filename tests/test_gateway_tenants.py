@@ -41,14 +41,16 @@ def test_requests_need_a_known_key_and_jobs_stay_with_their_tenant(
     cache: Path, redis: Redis, upstream: str, tmp_path: Path
 ) -> None:
     with gateway(cache, upstream, redis.url, tmp_path / "gw.log", "--redis-prefix", prefix(), *KEYS) as gw:
-        none = httpx.post(gw.url + TXT2IMG, json=SMALL)
-        wrong = httpx.post(gw.url + TXT2IMG, json=SMALL, headers=bearer("key-mallory"))
-        listing = httpx.get(gw.url + "/sdapi/v1/samplers")
+        none = httpx.post(gw.url + TXT2IMG, json=SMALL, timeout=60)
+        wrong = httpx.post(gw.url + TXT2IMG, json=SMALL, headers=bearer("key-mallory"), timeout=60)
+        listing = httpx.get(gw.url + "/sdapi/v1/samplers", timeout=60)
         job_id = submit(gw.url, SMALL, ALICE)
-        theirs = httpx.get(f"{gw.url}/jobs/{job_id}", headers=BOB)
-        cancel_theirs = httpx.delete(f"{gw.url}/jobs/{job_id}", headers=BOB)
+        theirs = httpx.get(f"{gw.url}/jobs/{job_id}", headers=BOB, timeout=60)
+        cancel_theirs = httpx.delete(f"{gw.url}/jobs/{job_id}", headers=BOB, timeout=60)
         mine = wait_job(gw.url, job_id, ALICE)
-        open_routes = [httpx.get(gw.url + p).status_code for p in ("/healthz", "/readyz", "/metrics")]
+        open_routes = [
+            httpx.get(gw.url + p, timeout=60).status_code for p in ("/healthz", "/readyz", "/metrics")
+        ]
         counted = gw.metric(
             "knsd_gateway_requests_total", 'code="202",route="/sdapi/v1/txt2img",tenant="alice"'
         )
@@ -69,8 +71,10 @@ def test_tenant_over_its_rate_gets_429_with_retry_after_while_another_is_unaffec
         gateway(cache, upstream, redis.url, tmp_path / "b.log", *flags) as b,
     ):
         first = httpx.post(a.url + TXT2IMG, json=SMALL, headers=ALICE, timeout=120)
-        over = httpx.post(b.url + TXT2IMG, json=SMALL, headers=ALICE)
-        over_async = httpx.post(a.url + TXT2IMG, json=SMALL, headers={**ALICE, "Prefer": "respond-async"})
+        over = httpx.post(b.url + TXT2IMG, json=SMALL, headers=ALICE, timeout=60)
+        over_async = httpx.post(
+            a.url + TXT2IMG, json=SMALL, headers={**ALICE, "Prefer": "respond-async"}, timeout=60
+        )
         other = [httpx.post(gw.url + TXT2IMG, json=SMALL, headers=BOB, timeout=120) for gw in (a, b, a)]
         rejected = b.metric("knsd_gateway_rejected_total", 'reason="rate",tenant="alice"')
     assert first.status_code == 200
@@ -89,10 +93,12 @@ def test_tenant_at_its_queued_jobs_limit_gets_429(
     with gateway(cache, upstream, redis.url, tmp_path / "gw.log", *flags) as gw:
         long = {**SMALL, "width": 128, "height": 128, "steps": 30}
         held = [submit(gw.url, long, ALICE), submit(gw.url, SMALL, ALICE)]
-        third = httpx.post(gw.url + TXT2IMG, json=SMALL, headers={**ALICE, "Prefer": "respond-async"})
+        third = httpx.post(
+            gw.url + TXT2IMG, json=SMALL, headers={**ALICE, "Prefer": "respond-async"}, timeout=60
+        )
         bobs = submit(gw.url, SMALL, BOB)  # bob has his own limit (100)
         for job_id in held:
-            httpx.delete(f"{gw.url}/jobs/{job_id}", headers=ALICE)
+            httpx.delete(f"{gw.url}/jobs/{job_id}", headers=ALICE, timeout=60)
         again = submit(gw.url, SMALL, ALICE)  # cancelling made room
         assert wait_job(gw.url, bobs, BOB)["status"] == "succeeded"
         assert wait_job(gw.url, again, ALICE)["status"] == "succeeded"
