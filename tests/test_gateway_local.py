@@ -39,10 +39,9 @@ def test_24_async_jobs_survive_a_killed_pod_and_a_killed_gateway_while_the_route
         assert first["ready"] and first["redis"]["url"].startswith("unix://")
         jobs = [submit(gateway, {**SMALL, "steps": 4, "seed": seed}) for seed in range(24)]
         # A pod dies mid-request: the route answers that request 502 and the gateway retries it.
-        wait_until(
-            lambda: any(p["inflight"] for p in status(url)["current"]["pods"]), 180, "a busy pod", 0.05
-        )
-        victim = next(p for p in status(url)["current"]["pods"] if p["inflight"])
+        found: list[dict] = []
+        wait_until(lambda: _early(url, found), 180, "a pod early in a generation", 0.02)
+        victim = found[0]
         os.kill(victim["pid"], signal.SIGKILL)
         wait_until(lambda: _retries(gateway) >= 1, 60, "the gateway to retry the 502", 0.05)
         # The gateway dies with jobs in flight: the runtime restarts it and it reclaims them.
@@ -59,6 +58,22 @@ def test_24_async_jobs_survive_a_killed_pod_and_a_killed_gateway_while_the_route
     assert st["gateway"]["restarts"] == 1 and st["gateway"]["pid"] != first["pid"]
     assert st["current"]["desired_scale"] == 3
     assert any(p["name"] == victim["name"] and p["state"] == "failed" for p in st["current"]["pod_history"])
+
+
+def _early(url: str, found: list[dict]) -> bool:
+    """A pod at most one step into a generation (asked directly, not through the route): killed now, its
+    request cannot have been answered."""
+    for pod in status(url)["current"]["pods"]:
+        if pod["state"] != "ready" or not pod["inflight"]:
+            continue
+        try:
+            state = httpx.get(pod["url"] + "/sdapi/v1/progress", timeout=2).json()["state"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            continue
+        if state["job_count"] and state["sampling_step"] <= 1 < state["sampling_steps"]:
+            found.append(pod)
+            return True
+    return False
 
 
 def _retries(gateway: str) -> float:
