@@ -13,6 +13,8 @@ from knsd.serve.api.request import GenerationRequest
 from knsd.serve.api.sampling import resolve
 from knsd.serve.prompts.parser import prompt_schedules
 
+MASK_WEIGHT = "Conditional mask weight"  # an inpainting model's inpainting_mask_weight
+
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
@@ -84,6 +86,9 @@ def infotext(
         fields.append(("Seed resize from", f"{req.seed_resize_from_w}x{req.seed_resize_from_h}"))
     if req.denoising_strength is not None:
         fields.append(("Denoising strength", req.denoising_strength))
+    extra = dict(extra or {})
+    if MASK_WEIGHT in extra:  # A1111 writes it in a fixed place, not with the extra parameters
+        fields.append((MASK_WEIGHT, extra.pop(MASK_WEIGHT)))
     if req.prompt_options.clip_skip > 1:
         fields.append(("Clip skip", req.prompt_options.clip_skip))
     if _writes_ensd(req):
@@ -92,7 +97,7 @@ def infotext(
     if req.tiling:
         fields.append(("Tiling", "True"))
     fields.extend(_hires_items(req))
-    fields.extend((extra or {}).items())
+    fields.extend(extra.items())
     fields.extend(sampler_items(req))
     if req.use_old_scheduling and any(
         prompt_schedules(text, req.steps, None, True) != prompt_schedules(text, req.steps)
@@ -116,7 +121,11 @@ def info(
     """The object A1111 serialises into the response's `info` string (`Processed.js()`)."""
     seeds, subseeds = req.seeds, req.subseeds
     count = len(seeds)
-    extra_params = {k: v for k, v in _hires_items(req)} | dict(extra or {}) | dict(sampler_items(req))
+    extra_params = (
+        {k: v for k, v in _hires_items(req)}
+        | {k: v for k, v in (extra or {}).items() if k != MASK_WEIGHT}
+        | dict(sampler_items(req))
+    )
     return {
         "prompt": req.prompt,
         "all_prompts": [req.prompt] * count,
@@ -152,7 +161,7 @@ def info(
         "styles": list(req.styles),
         "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(now)),
         "clip_skip": req.prompt_options.clip_skip,
-        "is_using_inpainting_conditioning": False,
+        "is_using_inpainting_conditioning": MASK_WEIGHT in (extra or {}),
         "version": f"knsd {__version__}",
     }
 

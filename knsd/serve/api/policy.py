@@ -25,6 +25,7 @@ IGNORED_FIELDS = (
     "sampler_index",  # read when sampler_name is empty, as in A1111
     "refiner_switch_at",  # only read with a refiner_checkpoint, which is refused
     "image_cfg_scale",  # only used by instruct-pix2pix models
+    # img2img's inpainting fields: checked and honoured there with a mask; txt2img never reads them
     "mask_blur",
     "mask_blur_x",
     "mask_blur_y",
@@ -32,7 +33,7 @@ IGNORED_FIELDS = (
     "inpainting_fill",
     "inpaint_full_res",
     "inpaint_full_res_padding",
-    "inpainting_mask_invert",  # the inpainting fields are only read with a mask, which is refused
+    "inpainting_mask_invert",
 )
 
 # Field -> (values that are fine, what to say): any other value is a 422.
@@ -41,12 +42,13 @@ _NEUTRAL: dict[str, tuple[tuple[Any, ...], str]] = {
     "refiner_checkpoint": ((None, "", "None"), "null: knsd serves one checkpoint per pod (no refiner)"),
     "firstpass_image": ((None, ""), "null: a given first-pass image is not supported"),
     "infotext": ((None, ""), "null: filling a request from an infotext is not supported; send the fields"),
-    "mask": ((None, ""), "null: inpainting is not supported by knsd"),
-    "latent_mask": ((None, ""), "null: inpainting is not supported by knsd"),
+    "latent_mask": (
+        (None, ""),
+        "null: a separate latent mask (A1111 scripts set one) is not supported; send mask",
+    ),
     "firstphase_width": ((None, 0), "0: the legacy first-phase size is not supported; use width"),
     "firstphase_height": ((None, 0), "0: the legacy first-phase size is not supported; use height"),
     "s_min_uncond": ((None, 0, 0.0), "0 (negative guidance minimum sigma is not supported)"),
-    "initial_noise_multiplier": ((None, 1, 1.0), "1 (the noise multiplier is not supported)"),
     "token_merging_ratio": ((None, 0, 0.0), "0 (token merging is not supported)"),
     "token_merging_ratio_hr": ((None, 0, 0.0), "0 (token merging is not supported)"),
     "hr_checkpoint_name": ((None, "", "Use same checkpoint"), "null: knsd serves one checkpoint per pod"),
@@ -67,9 +69,17 @@ def _among(value: Any, fine: tuple[Any, ...]) -> bool:
     return False
 
 
-def check_neutral_fields(body: dict[str, Any]) -> None:
-    """Refuse any field whose value would ask for a feature knsd does not have."""
-    for key, (fine, allowed) in _NEUTRAL.items():
+# img2img's fields: txt2img has no init image to apply them to.
+_IMG2IMG_ONLY: dict[str, tuple[tuple[Any, ...], str]] = {
+    "mask": ((None, ""), "null: a mask is an img2img field (POST /sdapi/v1/img2img)"),
+    "initial_noise_multiplier": ((None, 1, 1.0), "null or 1: the noise multiplier is an img2img field"),
+}
+
+
+def check_neutral_fields(body: dict[str, Any], img2img: bool = False) -> None:
+    """Refuse any field whose value would ask for a feature knsd does not have (or the route lacks)."""
+    checks = _NEUTRAL if img2img else {**_NEUTRAL, **_IMG2IMG_ONLY}
+    for key, (fine, allowed) in checks.items():
         value = body.get(key)
         if not _among(value, fine):
             raise InvalidField(key, allowed, value)
@@ -84,6 +94,8 @@ GENERATION_OPTIONS: dict[str, Any] = {
     "use_old_scheduling": False,
     "enable_prompt_comments": True,
     "tiling": False,  # the default of the request's `tiling`
+    "inpainting_mask_weight": 1.0,  # inpainting models: how much of the masked image they see
+    "initial_noise_multiplier": 1.0,  # img2img: the start noise x this (the request's field wins)
     **SAMPLER_OPTIONS,  # eta_ancestral, eta_ddim, s_churn, s_tmin, s_tmax, s_noise, eta_noise_seed_delta
     # Live previews (knsd.serve.api.preview). A1111's default method is "Approx NN", whose weights it
     # downloads; knsd downloads nothing, so its default is the weight-free "Approx cheap". The other
@@ -102,6 +114,11 @@ KNSD_DEFAULTS: dict[str, Any] = {"randn_source": "CPU"}
 _ALSO_ACCEPTED: dict[str, tuple[Any, ...]] = {"sd_vae": ("Automatic", "None")}
 # Options with ranges beyond their type.
 _AT_LEAST_ZERO = ("eta_ancestral", "eta_ddim", "s_churn", "s_tmin", "s_tmax", "s_noise")
+# A1111's slider ranges, for options that are fractions.
+OPTION_RANGES: dict[str, tuple[float, float]] = {
+    "inpainting_mask_weight": (0.0, 1.0),
+    "initial_noise_multiplier": (0.0, 1.5),
+}
 
 
 def server_options() -> dict[str, Any]:
@@ -118,6 +135,11 @@ def _honoured(key: str, value: Any, name: str) -> Any:
     value = typed(spec, value, name)
     if key in _AT_LEAST_ZERO and value < 0:
         raise InvalidField(name, "a number of at least 0", value)
+    if key in OPTION_RANGES:
+        lo, hi = OPTION_RANGES[key]
+        if not lo <= value <= hi:
+            raise InvalidField(name, f"a number between {lo:g} and {hi:g}", value)
+        value = float(value)
     return value
 
 

@@ -10,8 +10,10 @@ from knsd.errors import InvalidField
 from knsd.serve.api.fields import flag, integer, number, optional_text, require_object, text
 from knsd.serve.api.hires import FirstPass, HiresSpec, parse_hires
 from knsd.serve.api.images import decode_image
+from knsd.serve.api.inpaint import InpaintSpec, parse_inpaint
 from knsd.serve.api.policy import check_neutral_fields, generation_options, server_options
 from knsd.serve.api.preview import PreviewPlan, preview_plan
+from knsd.serve.api.resize import RESIZE_MODES, flatten, resize_image
 from knsd.serve.api.samplers import SamplerChoice, resolve_sampler
 from knsd.serve.api.sampling import (
     SamplerParams,
@@ -26,6 +28,7 @@ from knsd.serve.prompts.parser import parse_extra_networks, strip_comments
 
 MAX_SEED = 4294967294  # A1111 draws random seeds from randrange(4294967294)
 MIN_SIDE, MAX_SIDE = 64, 2048
+MAX_NOISE_MULTIPLIER = 1.5  # A1111's initial_noise_multiplier slider
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,11 @@ class GenerationRequest:
     include_init_images: bool = False
     tiling: bool = False  # A1111's seamless textures (circular padding)
     sampling: SamplingFields = SamplingFields()  # eta, s_churn, ... as given, and their options
+    inpaint: InpaintSpec | None = None  # img2img with a mask
+    source_image: Any = None  # inpainting: the init image as sent (flattened onto white), before resizing
+    resize_mode: int = 0  # img2img: A1111's resize mode of init image and mask
+    noise_multiplier: float = 1.0  # img2img: A1111's initial_noise_multiplier (the start noise x this)
+    mask_weight: float = 1.0  # inpainting models: A1111's inpainting_mask_weight option
     addons: Any = None  # knsd.serve.addons.AddonRequest (LoRA tags, ControlNet units), set by the routes
     preview: PreviewPlan = PreviewPlan()  # live previews (A1111's options; OpenAI's partial_images)
 
@@ -134,15 +142,16 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
 
 
 def parse_txt2img(
-    body: dict[str, Any], max_pixels: int, options: dict[str, Any] | None = None
+    body: dict[str, Any], max_pixels: int, options: dict[str, Any] | None = None, img2img: bool = False
 ) -> GenerationRequest:
     """Validate an A1111 `/sdapi/v1/txt2img` body; unknown keys are ignored as A1111 does.
 
     `options` are the server's generation settings (`/sdapi/v1/options`); `override_settings` apply on top.
-    Fields knsd cannot honour are refused by name (knsd.serve.api.policy).
+    Fields knsd cannot honour are refused by name (knsd.serve.api.policy); `img2img` lets img2img's own
+    fields through to `parse_img2img`.
     """
     body = require_object(body)
-    check_neutral_fields(body)
+    check_neutral_fields(body, img2img)
     opts = generation_options(
         options if options is not None else server_options(), body.get("override_settings")
     )
@@ -186,6 +195,8 @@ def parse_txt2img(
         seed_resize_from_w=resize_w,
         styles=tuple(styles or ()),
         preview=preview_plan(opts, body.get("override_settings")),
+        mask_weight=opts["inpainting_mask_weight"],
+        noise_multiplier=opts["initial_noise_multiplier"],
     )
     req = replace(req, sampling=parse_sampling(body, opts), tiling=flag(body, "tiling", opts["tiling"]))
     check_sampler_params(req.sampling, req.sampler.sampler)
@@ -203,19 +214,30 @@ def parse_txt2img(
 def parse_img2img(
     body: dict[str, Any], max_pixels: int, options: dict[str, Any] | None = None
 ) -> GenerationRequest:
-    """Validate an A1111 `/sdapi/v1/img2img` body (`init_images` required, `denoising_strength`)."""
+    """Validate an A1111 `/sdapi/v1/img2img` body (`init_images` required, `denoising_strength`, a `mask`
+    and the inpainting fields of knsd.serve.api.inpaint)."""
     body = require_object(body)
     if body.get("enable_hr"):
         raise InvalidField("enable_hr", "false: hires fix is a txt2img feature", body.get("enable_hr"))
-    base = parse_txt2img(body, max_pixels, options)
+    base = parse_txt2img(body, max_pixels, options, img2img=True)
     images = body.get("init_images")
     if not isinstance(images, list) or not images:
         raise InvalidField("init_images", "a non-empty list of base64 images", images)
     if len(images) > 1:
         raise InvalidField("init_images", "a list of exactly one base64 image", f"{len(images)} images")
-    resize_mode = integer(body, "resize_mode", 0, 0, 1)
-    image = decode_image("init_images[0]", images[0])
-    image = _fit(image, base.width, base.height, crop=resize_mode == 1)
+    inpaint = parse_inpaint(body)
+    source = decode_image("init_images[0]", images[0], mode=None)
+    return img2img_request(base, body, source, inpaint)
+
+
+def img2img_request(
+    base: GenerationRequest, body: dict[str, Any], image: Any, inpaint: InpaintSpec | None
+) -> GenerationRequest:
+    """`base` (the txt2img fields of `body`) as img2img from a decoded init image: `resize_mode`,
+    `denoising_strength`, `initial_noise_multiplier`, and the inpainting, if any. A transparent init image
+    is flattened onto white, as A1111 does."""
+    resize_mode = integer(body, "resize_mode", 0, 0, len(RESIZE_MODES) - 1)
+    multiplier = number(body, "initial_noise_multiplier", base.noise_multiplier, 0.0, MAX_NOISE_MULTIPLIER)
     strength = number(body, "denoising_strength", 0.75, 0.0, 1.0)
     if strength * base.steps < 1:
         # diffusers runs int(steps x strength) denoising steps; zero of them is not a generation.
@@ -224,18 +246,14 @@ def parse_img2img(
             f"at least {1 / base.steps:g} with steps={base.steps} (denoising_strength x steps >= 1)",
             strength,
         )
+    source = flatten(image)
     return replace(
         base,
         denoising_strength=strength,
-        init_image=image,
+        init_image=resize_image(resize_mode, source, base.width, base.height),
+        source_image=source if inpaint is not None else None,  # "only masked" crops from the original
+        resize_mode=resize_mode,
+        inpaint=inpaint,
+        noise_multiplier=multiplier,
         include_init_images=flag(body, "include_init_images", False),
     )
-
-
-def _fit(image: Any, width: int, height: int, crop: bool) -> Any:
-    """A1111's resize modes 0 (just resize) and 1 (crop and resize)."""
-    from PIL import ImageOps
-
-    if crop:
-        return ImageOps.fit(image, (width, height))
-    return image.resize((width, height))

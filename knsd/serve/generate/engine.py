@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from knsd.errors import InvalidField
+from knsd.serve.api.infotext import MASK_WEIGHT
+from knsd.serve.api.inpaint import PreparedInpaint, prepare
 from knsd.serve.api.request import GenerationRequest
 from knsd.serve.api.samplers import scheduler_for
 from knsd.serve.api.sampling import check_sampler_params
+from knsd.serve.generate.inpaint import Inpainting, is_inpainting_model
 from knsd.serve.generate.noise import SeedSpec
 from knsd.serve.generate.passes import Passes, family_name
 from knsd.serve.generate.preview import Previewer
@@ -206,6 +209,33 @@ class Engine:
             out.detected = list(session.detected_maps)
             return out
 
+    def _prepare_inpaint(self, req: GenerationRequest) -> PreparedInpaint | None:
+        """An inpainting request's pixels (mask, crop, fill, overlay), once for all its batches."""
+        if req.inpaint is None:
+            return None
+        return prepare(req.inpaint, req.source_image, req.width, req.height, req.resize_mode)
+
+    def _extra(self, req: GenerationRequest, prepared: PreparedInpaint | None) -> dict[str, Any]:
+        """The infotext keys of img2img, inpainting and inpainting models, in A1111's order."""
+        extra: dict[str, Any] = dict(prepared.extra) if prepared is not None else {}
+        inpainting_model = is_inpainting_model(self.model)
+        if req.init_image is not None:
+            if req.noise_multiplier != 1:
+                extra["Noise multiplier"] = req.noise_multiplier
+            if inpainting_model:
+                extra[MASK_WEIGHT] = req.mask_weight
+        elif inpainting_model and req.hires is not None and (not req.hires.is_latent or req.mask_weight < 1):
+            extra[MASK_WEIGHT] = req.mask_weight  # the hires pass builds the masked image from pixels
+        return extra
+
+    def _inpainting(self, req: GenerationRequest, prepared: PreparedInpaint | None) -> Inpainting | None:
+        if prepared is None or req.inpaint is None:
+            return None
+        pipe = self.model.img2img
+        scale = int(getattr(pipe, "vae_scale_factor", 8))
+        shape = (int(self.model.family.latent_channels), req.height // scale, req.width // scale)
+        return Inpainting(prepared, shape, req.inpaint.round, req.inpaint.fill, req.sampler.sampler)
+
     def _generate(self, req: GenerationRequest, job: str = "txt2img") -> Generation:
         """Generate batch_size x n_iter images, seeds as A1111 gives them."""
         import torch
@@ -222,13 +252,14 @@ class Engine:
                 hr_prompt, hr.negative_prompt, req, hr.sampler.sampler, first_steps, hr_steps
             )
         p, passes = self.progress, self.passes
+        prepared = self._prepare_inpaint(req)
+        out = Generation(extra=self._extra(req, prepared))
         p.job, p.job_no, p.job_count, p.started, p.interrupted = job, 0, req.n_iter, time.time(), False
         p.sampling_step, p.sampling_steps = 0, req.steps
         p.current_image = None  # A1111 clears the preview when a job begins
         passes.preview = req.preview
         passes.interrupt_flag.clear()
         p.changed()  # the job has begun (a streamed request's first progress event)
-        out = Generation()
         seeds, subseeds = req.seeds, req.subseeds
         try:
             for batch in range(req.n_iter):
@@ -246,7 +277,8 @@ class Engine:
                 )
                 with torch.inference_mode():
                     if img2img:
-                        out.images.extend(passes.img2img(req, spec, conds))
+                        inpainting = self._inpainting(req, prepared)
+                        out.images.extend(passes.img2img(req, spec, conds, inpainting))
                     elif req.hires is None:
                         out.images.extend(passes.txt2img(req, spec, conds, "pil"))
                     else:

@@ -17,7 +17,9 @@ from knsd.serve.api.request import GenerationRequest
 from knsd.serve.api.samplers import SamplerChoice, scheduler_for
 from knsd.serve.api.sampling import SamplerParams, resolve
 from knsd.serve.generate.denoised import capturing_denoised
+from knsd.serve.generate.denoiser import DenoiserHook, hooked
 from knsd.serve.generate.hires import crop_latents, upscale_latents
+from knsd.serve.generate.inpaint import Inpainting, image_conditioning, is_inpainting_model
 from knsd.serve.generate.noise import SamplerNoise, SeedSpec, first_noise
 from knsd.serve.generate.preview import Previewer
 from knsd.serve.generate.progress import Progress
@@ -38,6 +40,7 @@ class Pass:
     conds: PassConds | None
     kwargs: dict[str, Any] = field(default_factory=dict)
     hires: bool = False  # the hires-fix pass (its `image` is the upscaled latents)
+    hook: DenoiserHook | None = None  # an inpainting model's extra channels, inpainting's blending
 
 
 def _eta(run: SamplerRun, sampler: SamplerChoice) -> dict[str, Any]:
@@ -81,6 +84,7 @@ class Passes:
         self.addon: Any = None  # the running request's AddonSession
         self.preview = PreviewPlan()  # the running request's live previews
         self.previewer: Previewer | None = None
+        self._sigmas: Any = None  # the model's training noise levels (denoiser hooks read timesteps by them)
 
     def scheduler(self, choice: SamplerChoice, run: SamplerRun, img2img: bool = False) -> Any:
         # The family maps A1111's sampler to its scheduler (SD 3.x: flow-matching ones).
@@ -123,25 +127,75 @@ class Passes:
             "height": req.height,
             "output_type": output,
         }
-        return self.run(Pass(pipe, conds, kwargs), req.steps)
+        hook = self.hook(req, (req.width, req.height), spec.seeds)
+        return self.run(Pass(pipe, conds, kwargs, hook=hook), req.steps)
 
-    def img2img(self, req: GenerationRequest, spec: SeedSpec, conds: PassConds | None) -> Any:
+    def img2img(
+        self, req: GenerationRequest, spec: SeedSpec, conds: PassConds | None, inpainting: Inpainting | None
+    ) -> Any:
+        """An img2img pass; with `inpainting`, A1111's masked one: the prepared image, blending while
+        sampling and after, the original laid over the decoded images."""
         import torch
 
         pipe = self.model.img2img
         run = _run(req.sampler_params, spec)
         pipe.scheduler = self.scheduler(req.sampler, run, img2img=True)
+        image = req.init_image if inpainting is None else inpainting.prepared.image
         kwargs = {
             **self.prompt_kwargs(req, conds, req.cond_prompt, req.cond_negative),
             "num_inference_steps": req.steps,
             "guidance_scale": req.cfg_scale,
             **_eta(run, req.sampler),
             "generator": [torch.Generator("cpu").manual_seed(int(s)) for s in spec.seeds],
-            "image": req.init_image,
+            "image": image,
             "strength": req.denoising_strength,
             **_size_kwargs(pipe, req.width, req.height),
         }
-        return self.run_with_noise(Pass(pipe, conds, kwargs), req.steps, spec, run)
+        mask = inpainting.prepared.mask if inpainting is not None else None
+        hook = self.hook(req, (req.width, req.height), spec.seeds, [image] * len(spec.seeds), mask)
+        if inpainting is None:
+            return self.run_with_noise(
+                Pass(pipe, conds, kwargs, hook=hook), req.steps, spec, run, req.noise_multiplier
+            )
+        masked = Pass(pipe, conds, {**kwargs, "output_type": "latent"}, hook=inpainting.hook(hook))
+        latents = self.run_with_noise(masked, req.steps, spec, run, req.noise_multiplier, inpainting)
+        return inpainting.overlay(self.decode(inpainting.finish(latents)))
+
+    def hook(
+        self,
+        req: GenerationRequest,
+        size: tuple[int, int],
+        seeds: tuple[int, ...],
+        images: list[Any] | None = None,
+        mask: Any = None,
+    ) -> DenoiserHook:
+        """A pass's denoiser hook; on an inpainting model, with its mask and masked-image channels built
+        from `images` (None: txt2img's grey) and `mask` (None: everything regenerates)."""
+        import torch
+
+        flow = self.model.family.prediction == "flow"
+        if self._sigmas is None and not flow:  # flow matching reads sigma off the timestep itself
+            alphas = self.model.txt2img.scheduler.alphas_cumprod.to(torch.float32)
+            self._sigmas = ((1 - alphas) / alphas) ** 0.5
+        prediction = "flow" if flow else str(self.base_config.get("prediction_type", "epsilon"))
+        hook = DenoiserHook(prediction=prediction, sigmas=self._sigmas)
+        if not is_inpainting_model(self.model):
+            return hook
+        pixels = None
+        if images is not None:
+            vae = self.model.img2img.vae
+            processor = self.model.img2img.image_processor
+            pixels = processor.preprocess(images).to(device=vae.device, dtype=vae.dtype)
+        concat = image_conditioning(
+            self.encode_pixels,
+            size,
+            seeds,
+            pixels,
+            mask,
+            req.mask_weight,
+            req.inpaint is None or req.inpaint.round,
+        )
+        return DenoiserHook(concat, None, prediction, self._sigmas)
 
     def decode(self, latents: Any) -> list[Any]:
         pipe = self.model.txt2img
@@ -151,11 +205,14 @@ class Passes:
         return list(pipe.image_processor.postprocess(decoded, output_type="pil"))
 
     def encode(self, images: list[Any], seeds: tuple[int, ...]) -> Any:
+        return self.encode_pixels(self.model.img2img.image_processor.preprocess(images), seeds)
+
+    def encode_pixels(self, pixels: Any, seeds: tuple[int, ...]) -> Any:
+        """Pixels (B, 3, H, W) in [-1, 1] to scaled latents: the VAE's sample drawn with each image's seed."""
         import torch
 
-        pipe = self.model.img2img
-        vae = pipe.vae
-        pixels = pipe.image_processor.preprocess(images).to(device=vae.device, dtype=vae.dtype)
+        vae = self.model.img2img.vae
+        pixels = pixels.to(device=vae.device, dtype=vae.dtype)
         parts = []
         for i, seed in enumerate(seeds):
             dist = vae.encode(pixels[i : i + 1]).latent_dist
@@ -196,27 +253,42 @@ class Passes:
             "image": upscaled,
             **_size_kwargs(pipe, *hr.output_size),
         }
+        # An inpainting model sees the upscaled image only with a mask weight below 1 (else A1111's grey).
+        seen = self.decode(upscaled) if req.mask_weight < 1 and is_inpainting_model(self.model) else None
+        hook = self.hook(req, hr.output_size, spec.seeds, seen)
         self.progress.sampling_step, self.progress.sampling_steps = 0, steps
-        return self.run_with_noise(Pass(pipe, conds, kwargs, hires=True), steps, spec, sampler)
+        return self.run_with_noise(Pass(pipe, conds, kwargs, hires=True, hook=hook), steps, spec, sampler)
 
-    def run_with_noise(self, run: Pass, steps: int, spec: SeedSpec, sampler: SamplerRun) -> Any:
+    def run_with_noise(
+        self,
+        run: Pass,
+        steps: int,
+        spec: SeedSpec,
+        sampler: SamplerRun,
+        multiplier: float = 1.0,
+        inpainting: Inpainting | None = None,
+    ) -> Any:
         """An img2img pass whose start noise is A1111's first draw over the latents' shape: randn(seed) per
-        image, or the variation-seed blend (diffusers would draw it after sampling the VAE encoding); the
-        sampler's later noise goes on from those generators (A1111 makes a new ImageRNG per pass)."""
+        image, or the variation-seed blend (diffusers would draw it after sampling the VAE encoding), times
+        img2img's `multiplier`; the sampler's later noise goes on from those generators (A1111 makes a new
+        ImageRNG per pass); `inpainting` fills the encoded latents and keeps them to blend with."""
 
         def drawn(like: Any) -> Any:
             shape = tuple(int(n) for n in like.shape[1:])
             noise, generators = first_noise((shape[0], shape[1], shape[2]), spec)
             sampler.noise.after_first(generators)
-            return noise.to(like)
+            return noise.to(like) * multiplier
+
+        def start(latents: Any) -> Any:
+            return latents if inpainting is None else inpainting.start(latents, spec)
 
         scheduler = run.pipe.scheduler
         if hasattr(scheduler, "scale_noise"):  # flow matching (SD 3.x): scale_noise(sample, t, noise)
             scale = scheduler.scale_noise
-            scheduler.scale_noise = lambda sample, t, _noise: scale(sample, t, drawn(sample))
+            scheduler.scale_noise = lambda sample, t, _noise: scale(start(sample), t, drawn(sample))
         else:
             add = scheduler.add_noise
-            scheduler.add_noise = lambda original, _noise, t: add(original, drawn(original), t)
+            scheduler.add_noise = lambda original, _noise, t: add(start(original), drawn(original), t)
         try:
             return self.run(run, steps)
         finally:
@@ -282,7 +354,8 @@ class Passes:
         kwargs = dict(run.kwargs, callback_on_step_end=on_step_end)
         if conds is not None:
             kwargs["callback_on_step_end_tensor_inputs"] = conds.tensor_inputs(run.pipe)
-        with capturing_denoised(run.pipe.scheduler, lambda x0: denoised.__setitem__(0, x0), plan.enabled):
+        capture = capturing_denoised(run.pipe.scheduler, lambda x0: denoised.__setitem__(0, x0), plan.enabled)
+        with capture, hooked(getattr(run.pipe, self.model.family.denoiser), run.hook):
             denoiser = getattr(run.pipe, "unet", None)
             if conds is None or denoiser is None:
                 return run.pipe(**kwargs).images
