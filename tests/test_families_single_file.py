@@ -111,9 +111,9 @@ def test_unknown_files_are_clear_errors(cache: Path, tmp_path: Path) -> None:
     assert read_shapes(path) == {"lora_unet_down.weight": (2,)}
     with pytest.raises(ModelError, match="no Stable Diffusion UNet or MMDiT"):
         load_model(str(path), cache, device="cpu")
-    inpaint = _shapes(**{"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)})
-    with pytest.raises(ModelError, match="9-channel"):
-        detect(path, inpaint)
+    instruct = _shapes(**{"model.diffusion_model.input_blocks.0.0.weight": (320, 8, 3, 3)})
+    with pytest.raises(ModelError, match="8-channel"):
+        detect(path, instruct)
 
 
 @pytest.mark.parametrize(

@@ -55,8 +55,8 @@ def serve(
     model: str = typer.Option(
         os.environ.get("KNSD_MODEL", "tiny"),
         "--model",
-        help="'tiny', 'tiny-sdxl' or 'tiny-sd3' (embedded models), a diffusers folder or a .safetensors/.ckpt "
-        "file of SD 1.x, 2.x, SDXL or SD 3.5. Env: KNSD_MODEL.",
+        help="'tiny', 'tiny-sdxl', 'tiny-sd3' or 'tiny-inpaint' (embedded models), a diffusers folder or a "
+        ".safetensors/.ckpt file of SD 1.x, 2.x, SDXL or SD 3.5 (inpainting ones too). Env: KNSD_MODEL.",
     ),
     host: str = typer.Option("0.0.0.0", "--host", help="Address to listen on."),
     port: int = typer.Option(7860, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),

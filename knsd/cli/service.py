@@ -141,12 +141,13 @@ def _deploy_local(
     from knsd.local import client as local
 
     if (
-        service.model not in ("tiny", "tiny-sdxl", "tiny-sd3")
+        service.model not in ("tiny", "tiny-sdxl", "tiny-sd3", "tiny-inpaint")
         and not Path(service.model).expanduser().exists()
     ):
         raise UsageError(
             "--model",
-            f"{service.model!r} not found: use tiny, tiny-sdxl, tiny-sd3, a diffusers folder or a checkpoint file",
+            f"{service.model!r} not found: use tiny, tiny-sdxl, tiny-sd3, tiny-inpaint, a diffusers folder or a "
+            "checkpoint file",
         )
     started = time.monotonic()
     status = local.deploy(

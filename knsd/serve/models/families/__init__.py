@@ -75,6 +75,10 @@ _BY_PIPELINE = {
     "StableDiffusionXLImg2ImgPipeline": SDXL,
     "StableDiffusion3Pipeline": SD3,
     "StableDiffusion3Img2ImgPipeline": SD3,
+    # inpainting folders (a 9-channel UNet) load into the family's own pipelines; knsd feeds the extra
+    # channels itself (knsd.serve.generate.inpaint)
+    "StableDiffusionInpaintPipeline": SD1,
+    "StableDiffusionXLInpaintPipeline": SDXL,
 }
 
 

@@ -89,12 +89,14 @@ def detect(path: Path, shapes: Shapes) -> Detected:
         raise ModelError(
             f"{path}: {what} is not a known SD 3.5 layout; pass --model-config with its diffusers folder"
         )
-    if conv_in is not None and conv_in[1] != 4:
-        raise ModelError(f"{path}: a {conv_in[1]}-channel UNet (inpainting/instruct) model is not supported")
+    if conv_in is not None and conv_in[1] not in (4, 9):
+        raise ModelError(f"{path}: a {conv_in[1]}-channel UNet (instruct-pix2pix) model is not supported")
+    # 9 input channels: an inpainting checkpoint (latents, mask, masked-image latents), as A1111 reads it
+    inpainting = conv_in is not None and conv_in[1] == 9
     if "conditioner.embedders.1.model.positional_embedding" in shapes:
         if conv_in is not None and conv_in[0] == 320:
-            return Detected(SDXL, "sdxl-base")
-        if conv_in is not None and conv_in[0] == 16:
+            return Detected(SDXL, "sdxl-inpainting" if inpainting else "sdxl-base")
+        if conv_in is not None and conv_in[0] == 16 and not inpainting:
             return Detected(SDXL, "tiny-sdxl")
         raise ModelError(f"{path}: an SDXL UNet {conv_in and conv_in[0]} wide is not a known layout")
     if "conditioner.embedders.0.model.positional_embedding" in shapes:
@@ -104,9 +106,10 @@ def detect(path: Path, shapes: Shapes) -> Detected:
     context = shapes.get(_UNET + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight")
     open_clip = shapes.get("cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight")
     if (context is not None and context[-1] == 1024) or (open_clip is not None and open_clip[1] == 1024):
-        return Detected(SD2, _sd2_prediction(path))
+        # SD 2.x inpainting is the 512 epsilon model fine-tuned (v2-inpainting-inference.yaml)
+        return Detected(SD2, "sd2-inpainting" if inpainting else _sd2_prediction(path))
     if conv_in[0] == 320:
-        return Detected(SD1, "sd15")
+        return Detected(SD1, "sd15-inpainting" if inpainting else "sd15")
     if conv_in[0] == 16:
-        return Detected(SD1, "tiny")
+        return Detected(SD1, "tiny-inpaint" if inpainting else "tiny")
     raise ModelError(f"{path}: an SD 1.x UNet {conv_in[0]} wide is not a known layout; pass --model-config")

@@ -19,7 +19,10 @@ from pathlib import Path
 from knsd.cache import build_once
 from knsd.serve.models.tiny.parts import SPECIAL_TOKENS, byte_alphabet
 
-VARIANTS = ("sd15", "sd21-v", "sd21-base", "sdxl-base", "sd35-medium", "sd35-large")
+# Inpainting checkpoints are their base architecture with a 9-channel UNet input (latents, mask, masked-image
+# latents): derived from the base's shipped configs with `in_channels: 9` (knsd/data/README.md).
+INPAINTING = {"sd15-inpainting": "sd15", "sd2-inpainting": "sd21-base", "sdxl-inpainting": "sdxl-base"}
+VARIANTS = ("sd15", "sd21-v", "sd21-base", "sdxl-base", "sd35-medium", "sd35-large", *INPAINTING)
 # 49152 BPE entries - 256 byte symbols - 2 specials = 48894 merges (CLIP's vocabulary size is 49408).
 _MERGES = 49152 - 256 - 2
 
@@ -62,18 +65,32 @@ def _write_tokenizers(folder: Path) -> None:
 
 
 def fingerprint(variant: str) -> str:
-    """A short digest of the shipped config files of `variant` (it names the built config folder)."""
+    """A short digest of the shipped config files of `variant` (it names the built config folder); an
+    inpainting variant's is its base's, marked."""
     digest = hashlib.sha256()
-    for path in sorted((_data() / "models" / variant).rglob("*.json")):
+    base = INPAINTING.get(variant, variant)
+    for path in sorted((_data() / "models" / base).rglob("*.json")):
         digest.update(path.read_bytes())
+    if base != variant:
+        digest.update(b"in_channels: 9")
     return digest.hexdigest()[:12]
+
+
+def _inpainting_unet(folder: Path) -> None:
+    path = folder / "unet" / "config.json"
+    config = json.loads(path.read_text())
+    config["in_channels"] = 9
+    path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def config_dir(variant: str, cache: Path) -> Path:
     """A complete diffusers config folder (no weights) for a standard architecture, built once in the cache."""
+    base = INPAINTING.get(variant, variant)
 
     def build(staging: Path) -> None:
-        shutil.copytree(_data() / "models" / variant, staging, dirs_exist_ok=True)
+        shutil.copytree(_data() / "models" / base, staging, dirs_exist_ok=True)
+        if variant in INPAINTING:
+            _inpainting_unet(staging)
         _write_tokenizers(staging)
 
     return build_once(cache / "configs" / f"{variant}-{fingerprint(variant)}", build, cache)

@@ -13,12 +13,13 @@ from pathlib import Path
 from knsd.cache import build_once
 from knsd.serve.models.tiny import sd1, sd3, sdxl
 
-TINY_NAMES = ("tiny", "tiny-sdxl", "tiny-sd3")
+TINY_NAMES = ("tiny", "tiny-sdxl", "tiny-sd3", "tiny-inpaint")
 # `--model` name -> (cache folder name, builder); a builder's VERSION changes when its build does.
 BUILDERS: dict[str, tuple[str, Callable[[Path], None]]] = {
     "tiny": (sd1.VERSION, sd1.build),
     "tiny-sdxl": (sdxl.VERSION, sdxl.build),
     "tiny-sd3": (sd3.VERSION, sd3.build),
+    "tiny-inpaint": (sd1.INPAINT_VERSION, sd1.build_inpaint),
 }
 
 

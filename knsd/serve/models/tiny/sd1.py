@@ -2,7 +2,8 @@
 
 It has Stable Diffusion 1.x's structure (VAE scale factor 8, 4 latent channels, a CLIP text encoder with
 77-token prompts, a UNet with cross-attention) but is small enough that a 512x512, 50-step request takes
-a couple of seconds on a laptop CPU.
+a couple of seconds on a laptop CPU. `tiny-inpaint` is the same with the 9-channel UNet input of SD 1.5
+inpainting checkpoints (latents, mask, masked-image latents).
 """
 
 from __future__ import annotations
@@ -14,10 +15,16 @@ from knsd.serve.models.tiny.parts import write_tokenizer_files
 
 # Bump when the architecture or the build changes: a new folder is built next to the old one.
 VERSION = "tiny-sd-v1"
+INPAINT_VERSION = "tiny-inpaint-v1"
 SEED = 20240611
 
 
-def build(folder: Path) -> None:
+def build_inpaint(folder: Path) -> None:
+    """Build the tiny inpainting pipeline (a 9-channel UNet input) deterministically."""
+    build(folder, in_channels=9)
+
+
+def build(folder: Path, in_channels: int = 4) -> None:
     """Build the tiny pipeline deterministically and save it as a diffusers folder."""
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
@@ -42,7 +49,7 @@ def build(folder: Path) -> None:
     # Cross-attention only at the lowest resolution keeps 64x64 latents (512x512 images) cheap.
     unet = UNet2DConditionModel(
         sample_size=64,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         layers_per_block=1,
         block_out_channels=(16, 32, 32),
