@@ -28,20 +28,25 @@ _DATA_URL = re.compile(r"^data:image/[a-zA-Z0-9.+-]+;base64,")
 
 def decode_image(field: str, data: Any, mode: str | None = "RGB") -> Any:
     """Decode a base64 image (optionally a `data:` URL) into a PIL image in `mode` (None: as stored)."""
-    from PIL import Image, UnidentifiedImageError
-
     if not isinstance(data, str) or not data:
         raise InvalidField(field, "a base64-encoded PNG, JPEG or WebP image", data)
     try:
         raw = base64.b64decode(_DATA_URL.sub("", data, count=1), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidField(field, "valid base64", data, f"{field} is not valid base64: {exc}") from exc
+    return open_image(field, raw, mode)
+
+
+def open_image(field: str, raw: bytes, mode: str | None = "RGB") -> Any:
+    """An image file's bytes (PNG, JPEG, WebP, ...: sniffed, never trusted from a name) as a PIL image."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
         image = Image.open(io.BytesIO(raw))
         image.load()
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InvalidField(
-            field, "a base64-encoded image", f"{len(raw)} bytes", f"{field} is not a readable image"
+            field, "an image (PNG, JPEG or WebP)", f"{len(raw)} bytes", f"{field} is not a readable image"
         ) from exc
     return image if mode is None else image.convert(mode)
 

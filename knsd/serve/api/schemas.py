@@ -188,6 +188,29 @@ OPENAI_REQUEST = obj(
     },
     required=("prompt",),
 )
+OPENAI_EDIT_REQUEST = obj(
+    {
+        "image": string("the image to edit (a file part; `image[]` too)", format="binary"),
+        "mask": opt(
+            string(
+                "a PNG as large as the image: fully transparent where to edit (default: the image's own "
+                "transparency)",
+                format="binary",
+            )  # fmt: skip
+        ),
+        "prompt": string(minLength=1),
+        "n": opt(integer(default=1, minimum=1, maximum=8)),
+        "size": opt(string('"auto" (the image\'s size) or "WIDTHxHEIGHT"', default="auto")),
+        "response_format": opt(string(enum=["b64_json"], default="b64_json")),
+        "seed": opt(integer()),
+        "steps": opt(integer()),
+        "cfg_scale": opt(number()),
+        "negative_prompt": opt(string()),
+        "sampler_name": opt(string()),
+        "denoising_strength": opt(number(default=1.0, minimum=0, maximum=1)),
+    },
+    required=("image", "prompt"),
+)
 OPENAI_RESPONSE = obj(
     {
         "created": integer(),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -12,8 +14,8 @@ from knsd.serve.api.fields import require_object
 from knsd.serve.http.state import state_of
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The JSON body, 413 past `limit` bytes (checked before and while reading), 400 when malformed."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, 413 past `limit` bytes (checked before and while reading)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -28,6 +30,12 @@ async def read_json(request: Request, limit: int) -> Any:
                 raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
     except ClientDisconnect as exc:
         raise ClientGone("client disconnected while sending its request") from exc
+    return bytes(body)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The JSON body, 413 past `limit` bytes, 400 when malformed."""
+    body = await read_body(request, limit)
     try:
         value = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -77,3 +85,54 @@ def _surrogate_path(value: Any, path: str = "") -> str | None:
 async def read_object(request: Request) -> dict[str, Any]:
     """The JSON object body of a request, bounded by the server's `--max-body-mb`."""
     return require_object(await read_json(request, state_of(request).settings.max_body_bytes))
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    """A multipart/form-data body: text fields by name, file parts' bytes by name (repeats kept)."""
+
+    fields: dict[str, str]
+    files: dict[str, list[bytes]]
+
+
+MAX_FORM_PARTS = 32  # files and fields each: OpenAI's image edits send a handful
+MAX_FORM_FIELD = 64 * 1024  # bytes of one text field (a prompt)
+
+
+async def read_form(request: Request) -> Form:
+    """A multipart/form-data body bounded like JSON bodies (`--max-body-mb` in all, a few parts, short text
+    fields); 400 when it is not multipart or is malformed, 413 when too large."""
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    kind = request.headers.get("content-type", "")
+    if not kind.lower().startswith("multipart/form-data"):
+        raise BadRequest(f"request body must be multipart/form-data, got {kind or 'no Content-Type'!r}")
+    body = await read_body(request, state_of(request).settings.max_body_bytes)
+
+    async def stream() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    parser = MultiPartParser(
+        request.headers,
+        stream(),
+        max_files=MAX_FORM_PARTS,
+        max_fields=MAX_FORM_PARTS,
+        max_part_size=MAX_FORM_FIELD,
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise BadRequest(f"malformed multipart/form-data body: {exc.message}") from exc
+    fields: dict[str, str] = {}
+    files: dict[str, list[bytes]] = {}
+    try:
+        for name, value in form.multi_items():
+            if isinstance(value, str):
+                if name in fields:
+                    raise BadRequest(f"form field {name!r} is given twice")
+                fields[name] = value
+            else:
+                files.setdefault(name, []).append(await value.read())
+    finally:
+        await form.close()
+    return Form(fields, files)

@@ -203,8 +203,12 @@ async def img2img(request: Request) -> Response:
     return await _a1111_answer(request, state, req, "img2img")
 
 
-def _openai_stream(
-    state: ServerState, req: GenerationRequest, partial_images: int, kind: str = "image_generation"
+def openai_stream(
+    state: ServerState,
+    req: GenerationRequest,
+    partial_images: int,
+    kind: str = "image_generation",
+    job: str = "txt2img",
 ) -> EventStream:
     """OpenAI's image stream: `KIND.partial_image` events (full VAE decodes of the first image, spread over
     the steps), then one `KIND.completed` per image; an `error` event on failure. KIND is
@@ -216,7 +220,7 @@ def _openai_stream(
     sent = [0]
 
     async def run(feed: Feed) -> list[bytes]:
-        out = await generate(state, req, "txt2img", feed.notify)
+        out = await generate(state, req, job, feed.notify)
         tokens = _prompt_tokens(engine, req.cond_prompt)
         usage = {
             "input_tokens": tokens,
@@ -284,11 +288,16 @@ async def openai_images(request: Request) -> Response:
     req, _ = parse_openai(body, state.settings.max_pixels)
     partial_images = parse_openai_stream(body)
     if partial_images is not None:
-        return _openai_stream(state, req, partial_images)
+        return openai_stream(state, req, partial_images)
     async with cancelled_on_disconnect(request):
         out = await generate(state, req, "txt2img")
+    return JSONResponse(openai_body(req, out))
+
+
+def openai_body(req: GenerationRequest, out: Encoded) -> dict[str, Any]:
+    """OpenAI's `ImagesResponse` (with each image's seed, knsd's addition)."""
     data = [
         {"b64_json": image, "seed": seed, "revised_prompt": None}
         for image, seed in zip(out.images, req.seeds, strict=False)
     ]
-    return JSONResponse({"created": int(time.time()), "data": data})
+    return {"created": int(time.time()), "data": data}

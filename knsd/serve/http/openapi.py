@@ -42,6 +42,7 @@ class Operation:
     tag: str = ""
     description: str = ""
     events: str = ""  # how to ask for the answer as server-sent events, when the route can stream it
+    request_media_type: str = "application/json"
 
 
 def doc(
@@ -55,10 +56,13 @@ def doc(
     tag: str = "",
     description: str = "",
     events: str = "",
+    request_media_type: str = "application/json",
 ) -> Callable[[F], F]:
     """Describe a handler for the OpenAPI document (request body and 200 response schemas); `events` says
     how a request asks for the answer as a stream of server-sent events."""
-    operation = Operation(summary, request, response, media_type, query, errors, tag, description, events)
+    operation = Operation(
+        summary, request, response, media_type, query, errors, tag, description, events, request_media_type
+    )
 
     def attach(fn: F) -> F:
         setattr(fn, _ATTR, operation)
@@ -113,7 +117,7 @@ def _operation(path: str, method: str, endpoint: Any) -> dict[str, Any]:
         responses["200"].setdefault("content", {})["text/event-stream"] = stream
     codes = set(op.errors)
     if op.request is not None:
-        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": op.request}}}
+        out["requestBody"] = {"required": True, "content": {op.request_media_type: {"schema": op.request}}}
         codes |= {400, 413, 422}
     for code in sorted(codes):
         responses[str(code)] = {"description": _REASONS.get(code, "error"), **error}
@@ -122,7 +126,7 @@ def _operation(path: str, method: str, endpoint: Any) -> dict[str, Any]:
 
 
 _REASONS = {
-    400: "malformed JSON or not an object",
+    400: "malformed body (JSON: not an object)",
     401: "missing or wrong credentials",
     413: "body too large",
     422: "a field out of range or of the wrong type (names the field)",

@@ -16,6 +16,7 @@ from starlette.routing import Route
 from knsd.serve.http import (
     addons,
     controlnet,
+    edits,
     extras,
     generation,
     info,
@@ -81,6 +82,7 @@ ROUTES = [
     _post("/controlnet/detect", controlnet.detect),
     # OpenAI
     _post("/v1/images/generations", generation.openai_images),
+    _post("/v1/images/edits", edits.openai_edits),
     # Knative's probes and Prometheus
     _get("/healthz", probes.healthz),
     _get("/readyz", probes.readyz),
