@@ -48,11 +48,11 @@ class DenoiserHook:
         """The noise level of a call at `timestep`, shaped to broadcast over `like` (B, C, h, w)."""
         import torch
 
-        t = torch.as_tensor(timestep, dtype=torch.float32).reshape(-1)
+        t = torch.as_tensor(timestep).detach().to("cpu", torch.float32).reshape(-1)  # the table is on CPU
         if self.prediction == "flow":
             sigma = t / 1000.0
         else:  # log-linear between the training levels, as k-diffusion's t_to_sigma
-            log_sigmas = self.sigmas.log()
+            log_sigmas = self.sigmas.to("cpu", torch.float32).log()
             t = t.clamp(0, len(log_sigmas) - 1)
             low = t.floor().long()
             high = t.ceil().long()

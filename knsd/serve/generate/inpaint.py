@@ -59,7 +59,7 @@ class Inpainting:
         blend = self.blend
         if blend is None:
             return original
-        keep = blend.keep.to(original)
+        keep = blend.keep = blend.keep.to(original)  # on the latents' device from here on
         if self.fill == 2:  # latent noise: randn(seed) of each image where the mask regenerates
             noise = first_noise(tuple(original.shape[1:]), SeedSpec(spec.seeds))[0].to(original)
             original = original * keep + noise * (1 - keep)
