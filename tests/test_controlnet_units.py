@@ -294,3 +294,64 @@ def test_response_carries_each_units_maps(client: httpx.Client) -> None:
         ).json()["info"]
     )
     assert "ControlNet 0" in info["infotexts"][0] and "ControlNet 1" in info["infotexts"][0]
+
+
+def _img2img(client: httpx.Client, *units: dict[str, Any], **body: Any) -> tuple[list[np.ndarray], str]:
+    payload = {**SMALL, "init_images": [_b64(_photo())], "denoising_strength": 0.75, **body}
+    payload["alwayson_scripts"] = {"controlnet": {"args": list(units)}}
+    r = client.post("/sdapi/v1/img2img", json=payload)
+    assert r.status_code == 200, r.text
+    return [_pixels(b) for b in r.json()["images"]], json.loads(r.json()["info"])["infotexts"][0]
+
+
+def _square_mask() -> np.ndarray:
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:44, 24:40] = 255
+    return mask
+
+
+def test_inpaint_units_take_a1111s_mask(client: httpx.Client, caplog: pytest.LogCaptureFixture) -> None:
+    """Without an image of their own, inpaint units take the init image and img2img's mask, blurred by
+    mask_blur as the extension prepares it; inpaint_only beside A1111's inpainting runs as inpaint."""
+    import logging
+
+    unit = {"enabled": True, "module": "inpaint_only", "model": "tiny-canny"}
+    body = {"mask": _b64(_square_mask()), "mask_blur": 6, "inpaint_full_res": False}
+    with caplog.at_level(logging.WARNING, logger="knsd.serve"):
+        images, info = _img2img(client, unit, **body)
+    assert "Falls back to inpaint_global_harmonious" in caplog.text and "Module: inpaint," in info
+    blurred = _square_mask()
+    for ksize, axis in ((2 * int(2.5 * 6 + 0.5) + 1, 0), (2 * int(2.5 * 6 + 0.5) + 1, 1)):
+        blurred = cv2.GaussianBlur(blurred, (ksize, 1) if axis == 0 else (1, ksize), 6)
+    shown = Image.open(io.BytesIO(base64.b64decode(_raw_img2img(client, unit, **body)[1])))
+    assert np.array_equal(np.asarray(shown)[:, :, 3], 255 - np.where(blurred > 127, 255, 0) // 2)
+    assert np.array_equal(np.asarray(shown)[:, :, :3], _photo())
+
+
+def _raw_img2img(client: httpx.Client, *units: dict[str, Any], **body: Any) -> list[str]:
+    payload = {**SMALL, "init_images": [_b64(_photo())], "denoising_strength": 0.75, **body}
+    payload["alwayson_scripts"] = {"controlnet": {"args": list(units)}}
+    r = client.post("/sdapi/v1/img2img", json=payload)
+    assert r.status_code == 200, r.text
+    return list(r.json()["images"])
+
+
+def test_only_masked_inpainting_crops_the_units_input(client: httpx.Client) -> None:
+    body = {
+        "mask": _b64(_square_mask()),
+        "mask_blur": 0,
+        "inpaint_full_res": True,
+        "inpaint_full_res_padding": 4,
+    }
+    unit = _unit(image=_b64(_checker(64, 4)), processor_res=64)
+    cropped = _img2img(client, unit, **body)[0][1]
+    whole = _img2img(client, {**unit, "inpaint_crop_input_image": False}, **body)[0][1]
+    assert np.array_equal(whole[:, :, 0], cv2.Canny(_checker(64, 4), 100, 200))  # not cropped
+    # the mask's box (rows 20-43, columns 24-39) padded by 4 and widened to the square frame: rows and
+    # columns 16-47, enlarged (Lanczos) to 64 x 64, then canny
+    crop = Image.fromarray(_checker(64, 4)[16:48, 16:48]).resize((64, 64), Image.Resampling.LANCZOS)
+    assert np.array_equal(cropped[:, :, 0], cv2.Canny(np.asarray(crop), 100, 200))
+    ref = {"enabled": True, "module": "reference_only", "model": "None", "image": _b64(_checker(64, 4))}
+    assert np.array_equal(
+        _img2img(client, ref, **body)[0][1], _checker(64, 4).astype(np.int16)
+    )  # not cropped

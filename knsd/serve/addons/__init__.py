@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from knsd.serve.addons.controlnet.img2img import img2img_input
 from knsd.serve.addons.controlnet.plan import Geometry
 from knsd.serve.addons.files import Folders, default_folders
 from knsd.serve.addons.manager import AddOns, AddonSettings
@@ -34,7 +35,7 @@ def addons_session(addons: AddOns | None, req: Any) -> Any:
     prompts = (getattr(req, "prompt", ""), getattr(req, "negative_prompt", ""))
     geometry = Geometry(req.width, req.height, hires_map_size(req.hires) if req.init_image is None else None)
     cfg = req.cfg_scale > 1
-    return AddonSession(addons, request, geometry, cfg, req.init_image, prompts, req.seed)
+    return AddonSession(addons, request, geometry, cfg, img2img_input(req), prompts, req.seed)
 
 
 def hires_map_size(hr: Any) -> tuple[int, int] | None:

@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from knsd.serve.addons.controlnet.build import Control, build_control
+from knsd.serve.addons.controlnet.img2img import Img2ImgInput
 from knsd.serve.addons.controlnet.plan import Geometry
 from knsd.serve.addons.lora import ParsedLora
 from knsd.serve.addons.manager import AddOns
@@ -36,7 +37,7 @@ class AddonSession:
         request: AddonRequest,
         geometry: Geometry,
         cfg: bool,
-        init_image: Any = None,
+        img2img: Img2ImgInput | None = None,
         prompts: tuple[str, ...] = (),
         seed: int = 0,
     ) -> None:
@@ -44,7 +45,7 @@ class AddonSession:
         self.prompts = prompts
         self.request = request
         self.geometry, self.cfg, self.seed = geometry, cfg, seed
-        self.init_image = init_image
+        self.img2img = img2img
         self.control: Control | None = None
         self._pending: list[tuple[LoraTag, Future[ParsedLora]]] = []
         self.late_steps: list[int] = []  # the step each overlapped LoRA was patched in at
@@ -107,7 +108,7 @@ class AddonSession:
         if not self.request.units:
             return
         self.control = build_control(
-            self.addons, self.request, self.geometry, self.cfg, self.init_image, self.seed
+            self.addons, self.request, self.geometry, self.cfg, self.img2img, self.seed
         )
         self.extra_generation_params.update(self.control.infotext)
         self.control.session.enter()

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from knsd.errors import InvalidField
-from knsd.serve.addons.controlnet.imageops import hwc3
+from knsd.serve.addons.controlnet.img2img import Img2ImgInput, crop_to_mask, downgraded, unit_input
+from knsd.serve.addons.controlnet.modules import find_module
 from knsd.serve.addons.controlnet.plan import Geometry, Plan
 from knsd.serve.addons.controlnet.session import ControlSession
 
@@ -22,16 +23,8 @@ class Control:
     infotext: dict[str, str]
 
 
-def _init_rgba(init_image: Any) -> Any:
-    """img2img's init image as a unit input: RGB, and an empty mask."""
-    import numpy as np
-
-    rgb = hwc3(np.asarray(init_image.convert("RGB"), dtype=np.uint8))
-    return np.concatenate([rgb, np.zeros((*rgb.shape[:2], 1), dtype=np.uint8)], axis=2)
-
-
 def build_control(
-    addons: Any, request: Any, geometry: Geometry, cfg: bool, init_image: Any, seed: int
+    addons: Any, request: Any, geometry: Geometry, cfg: bool, source: Img2ImgInput | None, seed: int
 ) -> Control:
     """The units of `request` (an AddonRequest) ready to sample with."""
     import dataclasses
@@ -43,13 +36,21 @@ def build_control(
     plans: list[Plan] = []
     infotext: dict[str, str] = {}
     for unit in request.units:
+        if downgraded(unit.module, source):
+            unit = dataclasses.replace(unit, module=find_module("inpaint"), module_as_sent="inpaint")
         image = unit.image
         if image is None:
-            if init_image is None:
+            if source is None:
                 raise InvalidField(f"{unit.field}.image", "a base64 image (txt2img units need one)", None)
-            # The init image is already fitted to the generation size: every resize mode keeps it as it is.
-            image = _init_rgba(init_image)
-            unit = dataclasses.replace(unit, resize_mode="Just Resize")
+            image, mode = unit_input(source, unit.module.is_inpaint)
+            unit = dataclasses.replace(unit, resize_mode=mode)
+        if (
+            source is not None
+            and source.only_masked
+            and unit.inpaint_crop_input_image
+            and not unit.module.is_reference
+        ):
+            image = crop_to_mask(image, source, unit.resize_mode, geometry.width, geometry.height)
         net, title = None, unit.model
         if not unit.module.model_free:
             model = addons.controlnets.resolve(unit.model, f"{unit.field}.model")
