@@ -44,7 +44,7 @@ def _engine(model: Any, cache: Path, overlap: int, lora_dir: Path) -> Any:
 
 def _forget(engine: Any) -> None:
     """Empty the LoRA RAM cache: the next request reads the file again (an uncached LoRA)."""
-    from knsd.serve.addons.cache import LruCache
+    from knsd.serve.lru import LruCache
 
     engine.addons.cache = LruCache(engine.addons.cache.capacity)
 

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from knsd.errors import InvalidField
-from knsd.serve.addons.cache import LruCache
 from knsd.serve.addons.files import AddonFile, addnet_hash, lora_shorthash, read_metadata, scan
 from knsd.serve.addons.lora import LoraLayer, parse_lora, read_state_dict
 from knsd.serve.addons.patch import LoraUse, WeightPatcher, sgm_to_diffusers
 from knsd.serve.addons.request import lora_tag
 from knsd.serve.addons.tiny import lora_state_dict, write_lora
+from knsd.serve.lru import LruCache
 
 
 def _components(model: Any) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from knsd.errors import InvalidField
-from knsd.serve.addons.cache import LruCache
 from knsd.serve.addons.controlnet.catalog import Catalog
 from knsd.serve.addons.controlnet.models import ControlNetStore
 from knsd.serve.addons.embeddings import EmbeddingStore
@@ -18,6 +17,7 @@ from knsd.serve.addons.files import LORA_SUFFIXES, AddonFile, Folders, lora_shor
 from knsd.serve.addons.lora import ParsedLora, parse_lora, read_state_dict
 from knsd.serve.addons.patch import WeightPatcher
 from knsd.serve.addons.request import AddonRequest, parse_addons
+from knsd.serve.lru import LruCache
 
 log = logging.getLogger("knsd.serve")
 COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3")

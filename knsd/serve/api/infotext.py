@@ -11,7 +11,7 @@ from knsd import __version__
 from knsd.serve.api.hires import hires_infotext
 from knsd.serve.api.request import GenerationRequest
 from knsd.serve.api.sampling import resolve
-from knsd.serve.prompts.parser import prompt_schedules
+from knsd.serve.prompts.editing import prompt_schedules
 
 MASK_WEIGHT = "Conditional mask weight"  # an inpainting model's inpainting_mask_weight
 

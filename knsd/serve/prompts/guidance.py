@@ -15,7 +15,8 @@ from typing import Any
 
 from knsd.errors import InvalidField
 from knsd.serve.prompts.conditioning import ClipTower, Encoded, PromptOptions, encode_texts
-from knsd.serve.prompts.parser import parse_prompt_attention, prompt_schedules, split_and, text_at_step
+from knsd.serve.prompts.editing import prompt_schedules, text_at_step
+from knsd.serve.prompts.parser import check_attention, parse_prompt_attention, split_and
 
 # Samplers that evaluate the model twice per step: A1111 resolves schedules over twice the steps.
 SECOND_ORDER = frozenset({"Heun", "DPM2", "DPM2 a", "DPM++ SDE"})
@@ -53,11 +54,25 @@ def check_schedule(
             "a prompt without AND (composable diffusion is not supported by knsd; write the parts in one prompt)",
             prompt,
         )
-    for _, text in prompt_schedules(prompt, steps, hires_steps, use_old_scheduling):
+    schedule = _schedule(prompt, steps, hires_steps, field, use_old_scheduling)
+    for _, text in schedule:
         try:
-            parse_prompt_attention(text)
-        except ValueError as exc:  # A1111's float() of a malformed weight such as (a:1.2.3)
-            raise InvalidField(field, "a prompt whose (text:weight) weights are numbers", prompt) from exc
+            check_attention(text)
+        except ValueError as exc:  # A1111's float() of a malformed weight such as (a:1.2.3), or infinity
+            raise InvalidField(
+                field, "a prompt whose (text:weight) weights are finite numbers", prompt, f"{field}: {exc}"
+            ) from exc
+
+
+def _schedule(
+    prompt: str, steps: int, hires_steps: int | None, field: str, use_old_scheduling: bool
+) -> list[tuple[int, str]]:
+    try:
+        return prompt_schedules(prompt, steps, hires_steps, use_old_scheduling)
+    except ValueError as exc:  # [a:b:1e999]
+        raise InvalidField(
+            field, "a prompt whose [from:to:when] steps are finite numbers", prompt, f"{field}: {exc}"
+        ) from exc
 
 
 def encode_schedule(
@@ -91,7 +106,7 @@ def require_plain_prompt(
     except ValueError:
         parsed = [("", 0.0)]
     weighted = any(w != 1.0 for _, w in parsed)
-    if weighted or len(prompt_schedules(prompt, steps)) > 1 or len(split_and(prompt)) > 1:
+    if weighted or len(_schedule(prompt, steps, None, field, False)) > 1 or len(split_and(prompt)) > 1:
         raise InvalidField(
             field,
             f"plain text on {family}: emphasis (), [], BREAK, prompt editing and AND are supported on SD 1.x, "

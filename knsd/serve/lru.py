@@ -1,4 +1,4 @@
-"""A byte-bounded LRU cache of parsed add-ons in host RAM (`--lora-cache-mb`)."""
+"""A byte-bounded LRU cache: parsed add-ons in host RAM (`--lora-cache-mb`), prompt schedules."""
 
 from __future__ import annotations
 
