@@ -3,8 +3,10 @@
 KnsdError                     base; `status` is the HTTP status, `exit_code` the CLI exit code
 ├── BadRequest (400)          a malformed request body (not JSON, not an object)
 │   ├── InvalidField (422)    a field of the wrong type or out of range; `field`, `allowed`, `received`
-│   └── PayloadTooLarge (413) a body over the configured limit
+│   ├── PayloadTooLarge (413) a body over the configured limit
+│   └── UnsupportedMediaType (415) a body that is not the media type the route reads (JSON)
 ├── Unauthorized (401)        missing or wrong credentials
+├── Forbidden (403)           a cross-site request (its Origin is another site)
 ├── NotFound (404)            no such job (or not the caller's)
 ├── Conflict (409)            the request contradicts the resource's state (cancel a finished job)
 ├── TooManyRequests (429)     over a tenant's rate or queue limit; `retry_after` seconds
@@ -19,6 +21,7 @@ KnsdError                     base; `status` is the HTTP status, `exit_code` the
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -54,23 +57,39 @@ class InvalidField(BadRequest):
         self.field = field
         self.allowed = allowed
         self.received = received
-        super().__init__(message or f"{field} must be {allowed}, got {received!r}")
+        super().__init__(message or f"{field} must be {allowed}, got {_short(received)}")
 
     def to_json(self) -> dict[str, Any]:
         received = self.received
-        if not isinstance(received, (str, int, float, bool, type(None))):
+        if isinstance(received, float) and not math.isfinite(received):
+            received = str(received)  # JSON has no NaN or Infinity: the answer must still encode
+        elif not isinstance(received, (str, int, float, bool, type(None))):
             received = repr(received)
         elif isinstance(received, str) and len(received) > 200:
             received = received[:200] + "..."
         return {**super().to_json(), "field": self.field, "allowed": self.allowed, "received": received}
 
 
+def _short(value: Any) -> str:
+    """A received value for a message: its repr, cut to 200 characters (a prompt may be megabytes)."""
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
 class PayloadTooLarge(BadRequest):
     status = 413
 
 
+class UnsupportedMediaType(BadRequest):
+    status = 415
+
+
 class Unauthorized(KnsdError):
     status = 401
+
+
+class Forbidden(KnsdError):
+    status = 403
 
 
 class NotFound(KnsdError):

@@ -61,8 +61,8 @@ def test_split_tags_and_knative_env(cache: Path) -> None:
             }  # fmt: skip
             assert seen == {rev}
         # The split, as `knsd loadtest` reports it.
-        lt = knsd(cache, "loadtest", "-n", "10", "-c", "2", "-t", "0", "-m", "POST", "-d", json.dumps(SMALL),
-                  url + "/sdapi/v1/txt2img")  # fmt: skip
+        lt = knsd(cache, "loadtest", "-n", "10", "-c", "2", "-t", "0", "-m", "POST", "-T", "application/json",
+                  "-d", json.dumps(SMALL), url + "/sdapi/v1/txt2img")  # fmt: skip
         assert lt.returncode == 0, lt.stderr
         assert (
             "Revision distribution:\n  gray-v1\t5 responses (50.0%): [200] 5\n  gray-v2\t5 responses (50.0%): [200] 5"
@@ -104,7 +104,7 @@ def test_rollout_under_load_loses_nothing(cache: Path) -> None:
         address = url.removeprefix("http://")
         load = subprocess.Popen(
             [sys.executable, "-m", "knsd", "loadtest", "-z", "600s", "-c", "3", "-t", "120", "-m", "POST",
-             "-d", json.dumps(SMALL), "-o", "json", url + "/sdapi/v1/txt2img"],
+             "-T", "application/json", "-d", json.dumps(SMALL), "-o", "json", url + "/sdapi/v1/txt2img"],
             env=knsd_env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         time.sleep(3)

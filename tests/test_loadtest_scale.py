@@ -36,7 +36,8 @@ def test_local_scale_out_from_zero_and_back(cache: Path) -> None:
         assert scale["timeline"][0]["ready"] == 0 and max(s["ready"] for s in scale["timeline"]) == 2
         assert scale["zero_after"] is not None and scale["failures"] == []
         # Asking for more pods than max-scale allows fails clearly, with exit code 1.
-        short = knsd(cache, "loadtest", "-n", "2", "-c", "1", "-m", "POST", "-d", BODY, "--local", "--expect-pods", "3",
+        short = knsd(cache, "loadtest", "-n", "2", "-c", "1", "-m", "POST", "-T", "application/json", "-d", BODY, "--local",
+                     "--expect-pods", "3",
                      url + "/sdapi/v1/txt2img", timeout=200)  # fmt: skip
         assert short.returncode == 1
         assert "scale-out check failed: at most" in short.stderr and "expected at least 3" in short.stderr

@@ -128,7 +128,21 @@ def test_openai_client_through_the_route(route: tuple[str, str]) -> None:
 def test_loadtest_reports_first_byte_of_streams(cache: Path, route: tuple[str, str]) -> None:
     url, _ = route
     body = json.dumps({"prompt": "x", "steps": 8, "width": 64, "height": 64})
-    args = ["loadtest", "-n", "2", "-c", "1", "-m", "POST", "-H", "Accept: text/event-stream", "-d", body]
+    args = [
+        "loadtest",
+        "-n",
+        "2",
+        "-c",
+        "1",
+        "-m",
+        "POST",
+        "-H",
+        "Accept: text/event-stream",
+        "-T",
+        "application/json",
+        "-d",
+        body,
+    ]
     text = knsd(cache, *args, url + "/sdapi/v1/txt2img")
     assert text.returncode == 0, text.stderr
     assert re.search(

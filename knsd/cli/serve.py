@@ -92,6 +92,12 @@ def serve(
     api_token: str | None = typer.Option(
         None, "--api-token", envvar="KNSD_API_TOKEN", help="Bearer token accepted as auth."
     ),
+    allowed_hosts: str | None = typer.Option(
+        None,
+        "--allowed-hosts",
+        envvar="KNSD_ALLOWED_HOSTS",
+        help="Host headers served, comma-separated (*.example.com: subdomains); others get 400. Default: any.",
+    ),
     model_config: Path | None = typer.Option(
         None, "--model-config", help="Diffusers config folder for a single-file checkpoint."
     ),
@@ -169,6 +175,7 @@ def serve(
         stream_keepalive=stream_keepalive,
         api_auth=_parse_auth(api_auth),
         api_token=api_token,
+        allowed_hosts=tuple(h.strip() for h in (allowed_hosts or "").split(",") if h.strip()),
         compile=compile_unet,
         warmup=warmup,
         model_config=model_config,

@@ -24,8 +24,10 @@ HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
      "transfer-encoding", "upgrade", "host", "content-length"}
 )  # fmt: skip
-# Not sent upstream: the tenant's key, the gateway's own preferences, what the gateway sets itself.
+# Not sent upstream: the tenant's key, the gateway's own preferences, what the gateway sets itself, and the
+# browser's Origin (the gateway is the pods' client: its tenants' keys, not cookies, authorize a request).
 NOT_FORWARDED = HOP_BY_HOP | {
+    "origin",
     "authorization",
     "cookie",
     "prefer",

@@ -95,6 +95,8 @@ async def forward(request: web.Request, runtime: Route) -> web.StreamResponse:
         runtime.count(503, started, revision.name)
         return _error(503, "Unavailable", "the service is being deleted")
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+    if "Host" in request.headers:  # as Knative's activator and queue-proxy: the pod sees the route's Host
+        headers["Host"] = request.headers["Host"]
     response: web.StreamResponse | None = None
     status = 502
     try:

@@ -30,6 +30,7 @@ class ServeSettings:
     stream_keepalive: float = 15.0
     api_auth: tuple[tuple[str, str], ...] = ()
     api_token: str | None = None
+    allowed_hosts: tuple[str, ...] = ()  # --allowed-hosts: Host headers served (empty: any)
     compile: bool = False
     warmup: bool = True
     model_config: Path | None = None

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from knsd.errors import KnsdError
 from knsd.serve.http.failure import describe
-from knsd.serve.http.middleware import AuthMiddleware, MetricsMiddleware
+from knsd.serve.http.middleware import AuthMiddleware, MetricsMiddleware, SiteMiddleware
 from knsd.serve.http.routes import ROUTES
 from knsd.serve.http.startup import StartupLoad
 from knsd.serve.http.state import ServerState
@@ -54,6 +54,7 @@ def create_app(
     )
     app.state.knsd = state
     app.add_middleware(AuthMiddleware, users=settings.api_auth, token=settings.api_token)
+    app.add_middleware(SiteMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(
         MetricsMiddleware, metrics=state.metrics, routes=frozenset(route.path for route in ROUTES)
     )

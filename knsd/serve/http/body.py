@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
-from knsd.errors import BadRequest, ClientGone, PayloadTooLarge
+from knsd.errors import BadRequest, ClientGone, InvalidField, PayloadTooLarge, UnsupportedMediaType
 from knsd.serve.api.fields import require_object
 from knsd.serve.http.state import state_of
 
@@ -33,53 +34,80 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+MAX_NESTING = 64  # arrays and objects inside each other; A1111's deepest bodies nest about 6 levels
+# Commas and brackets in a body (an upper bound on its JSON values, whose Python objects cost ~50 bytes
+# each): images are long strings, prompts a few thousand characters.
+MAX_VALUES = 200_000
+
+
+def check_content_type(value: str | None) -> None:
+    """JSON routes take `application/json` (or `application/*+json`), or no Content-Type at all, as
+    FastAPI (A1111's server) does: 415 for anything else. A form or `text/plain`, which a browser may send
+    to another site without asking, never reaches a JSON route."""
+    if value is None:
+        return
+    media = value.split(";", 1)[0].strip().lower()
+    kind, _, sub = media.partition("/")
+    if kind == "application" and (sub == "json" or sub.endswith("+json")):
+        return
+    raise UnsupportedMediaType(f"request body must be application/json, got Content-Type {value[:100]!r}")
+
+
 async def read_json(request: Request, limit: int) -> Any:
-    """The JSON body, 413 past `limit` bytes, 400 when malformed."""
+    """The JSON body, 415 unless it says JSON, 413 past `limit` bytes, 400 when malformed or nested too
+    deeply, 422 naming where a number is not finite (Python reads NaN and Infinity, JSON has neither)."""
+    check_content_type(request.headers.get("content-type"))
     body = await read_body(request, limit)
+    values = body.count(b",") + body.count(b"[") + body.count(b"{")
+    if values > MAX_VALUES:
+        raise BadRequest(
+            f"request body has over {MAX_VALUES} JSON values (A1111's bodies have a few hundred)"
+        )
     try:
         value = json.loads(body)
+    except RecursionError as exc:
+        raise BadRequest(f"request body is nested deeper than {MAX_NESTING} levels") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from exc
-    if b"\\ud" in body.lower():
-        # JSON may escape a lone UTF-16 surrogate (\udc00): Python decodes it into a str that no tokenizer,
-        # PNG chunk or JSON response can encode, so refuse it here rather than fail later with a 500.
-        try:
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError as exc:
-            try:
-                where = _surrogate_path(value)
-            except RecursionError:  # nesting json.loads accepted but too deep to walk again: say less
-                where = None
-            raise BadRequest(
-                "request body contains a lone UTF-16 surrogate escape (\\ud800-\\udfff)"
-                + (f" in {where}" if where else "")
-            ) from exc
+    check_values(value, surrogates=b"\\ud" in body.lower())
     return value
+
+
+def check_values(value: Any, surrogates: bool = True) -> None:
+    """Refuse what no handler can use: nesting past MAX_NESTING, non-finite numbers and lone UTF-16
+    surrogates (`\\udc00` decodes to a str that no tokenizer, PNG chunk or JSON answer can encode).
+    Walked without recursion; paths are ASCII-safe ("prompt", "styles[1]", "override_settings.<key>")."""
+    _check_scalar(value, "body", surrogates)
+    stack: list[tuple[Any, str, int]] = [(value, "", 1)] if isinstance(value, (list, dict)) else []
+    while stack:
+        item, path, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise BadRequest(f"request body is nested deeper than {MAX_NESTING} levels (at {path[:100]})")
+        for key, x in enumerate(item) if isinstance(item, list) else item.items():
+            if isinstance(key, int):
+                here = f"{path}[{key}]"
+            else:
+                here = f"{path}.{ascii(key)[1:-1]}" if path else ascii(key)[1:-1]
+                if surrogates and _has_surrogate(key):
+                    raise BadRequest(f"{_SURROGATE} in the key {here}")
+            if isinstance(x, (list, dict)):
+                stack.append((x, here, depth + 1))
+            else:
+                _check_scalar(x, here, surrogates)
+
+
+_SURROGATE = "request body contains a lone UTF-16 surrogate escape (\\ud800-\\udfff)"
+
+
+def _check_scalar(value: Any, path: str, surrogates: bool) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidField(path, "a finite number (JSON has no NaN or Infinity)", str(value))
+    if surrogates and isinstance(value, str) and _has_surrogate(value):
+        raise BadRequest(f"{_SURROGATE} in {path}")
 
 
 def _has_surrogate(text: str) -> bool:
     return any("\ud800" <= ch <= "\udfff" for ch in text)
-
-
-def _surrogate_path(value: Any, path: str = "") -> str | None:
-    """Where the first lone surrogate sits ("prompt", "styles[1]", "override_settings.<key>"), ASCII-safe."""
-    if isinstance(value, str):
-        return (path or "body") if _has_surrogate(value) else None
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            found = _surrogate_path(item, f"{path}[{i}]")
-            if found:
-                return found
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            name = ascii(key)[1:-1] if isinstance(key, str) else str(key)
-            here = f"{path}.{name}" if path else name
-            if isinstance(key, str) and _has_surrogate(key):
-                return f"the key {here}"
-            found = _surrogate_path(item, here)
-            if found:
-                return found
-    return None
 
 
 async def read_object(request: Request) -> dict[str, Any]:

@@ -83,7 +83,7 @@ def check_attention(text: str) -> None:
     """Raise ValueError for a malformed weight, or weights that are or multiply to a non-finite number
     (`(a:1e999)`, thousands of nested brackets): A1111 would return a black image."""
     if not all(math.isfinite(w) for _, w in parse_prompt_attention(text)):
-        raise ValueError("the weights of nested brackets multiply to a number too large")
+        raise ValueError("the weights of nested brackets multiply to a number that is not finite")
 
 
 def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
