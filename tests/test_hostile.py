@@ -3,6 +3,8 @@ what is wrong, or served within bounds, while a concurrent client sees `/healthz
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import signal
 from collections.abc import Iterator
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from tests.helpers import start_serve, wait_for
 from tests.hostile import health_watched
@@ -129,3 +132,88 @@ def test_deep_nesting_and_value_floods_are_400s(server: str) -> None:
             r = post(server, "/sdapi/v1/txt2img", body)
             assert r.status_code == 400, r.text[:300]
             assert "nested" in r.json()["detail"] or "values" in r.json()["detail"]
+
+
+def lora_name(server: str) -> str:
+    return str(httpx.get(server + "/sdapi/v1/loras").json()[0]["name"])
+
+
+@pytest.mark.parametrize("tag", ["<hypernet:anything:1>", "<lycoris_x:y:1>", "<ti:emb>"])
+def test_extra_networks_other_than_lora_are_refused(server: str, tag: str) -> None:
+    with health_watched(server):
+        r = post(server, "/sdapi/v1/txt2img", json.dumps({**SMALL, "prompt": "a cat " + tag}))
+        assert r.status_code == 422, r.text[:300]
+        assert r.json()["field"] == "prompt" and tag.split(":")[0] in r.json()["detail"]
+
+
+@pytest.mark.parametrize("weight", ["nan", "inf", "-inf", "1e999"])
+def test_lora_weights_must_be_finite(server: str, weight: str) -> None:
+    with health_watched(server):
+        prompt = f"a cat <lora:{lora_name(server)}:{weight}>"
+        r = post(server, "/sdapi/v1/txt2img", json.dumps({**SMALL, "prompt": prompt}))
+        assert r.status_code == 422, r.text[:300]
+        assert r.json()["field"] == "prompt" and "finite" in r.json()["detail"]
+
+
+def test_override_settings_cannot_name_another_model(server: str) -> None:
+    with health_watched(server):
+        title = httpx.get(server + "/sdapi/v1/options").json()["sd_model_checkpoint"]
+        other = {**SMALL, "override_settings": {"sd_model_checkpoint": "sd_xl_base_1.0.safetensors"}}
+        r = post(server, "/sdapi/v1/txt2img", json.dumps(other))
+        assert r.status_code == 422 and r.json()["field"] == "override_settings.sd_model_checkpoint"
+        same = {**SMALL, "override_settings": {"sd_model_checkpoint": title}}
+        assert post(server, "/sdapi/v1/txt2img", json.dumps(same)).status_code == 200
+
+
+def test_prompt_length_and_tag_count_are_limited(server: str) -> None:
+    with health_watched(server):
+        for field in ("prompt", "negative_prompt"):
+            r = post(server, "/sdapi/v1/txt2img", json.dumps({**SMALL, field: "a" * 10_001}))
+            assert r.status_code == 422 and r.json()["field"] == field
+            assert "--max-prompt-chars" in r.json()["detail"]
+        tags = " ".join(f"<lora:{lora_name(server)}:0.{i}>" for i in range(33))
+        r = post(server, "/sdapi/v1/txt2img", json.dumps({**SMALL, "prompt": tags}))
+        assert r.status_code == 422 and "--max-extra-networks" in r.json()["detail"]
+        # At the limits, served.
+        ok = {
+            **SMALL,
+            "prompt": "a " * 4_000 + " ".join(f"<lora:{lora_name(server)}:0.{i}>" for i in range(32)),
+        }
+        assert len(ok["prompt"]) <= 10_000
+        assert post(server, "/sdapi/v1/txt2img", json.dumps(ok)).status_code == 200
+
+
+def png(width: int, height: int) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 120, 200)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_extras_results_respect_max_pixels(server: str) -> None:
+    with health_watched(server):
+        big = png(300, 300)  # 90,000 pixels; the server's --max-pixels is 65,536
+        r = post(server, "/sdapi/v1/extra-single-image", json.dumps({"image": big, "upscaler_1": "None"}))
+        assert r.status_code == 422 and r.json()["field"] == "image" and "--max-pixels" in r.json()["detail"]
+        batch = {
+            "imageList": [{"data": png(64, 64), "name": "a"}, {"data": big, "name": "b"}],
+            "upscaler_1": "None",
+        }
+        r = post(server, "/sdapi/v1/extra-batch-images", json.dumps(batch))
+        assert r.status_code == 422 and r.json()["field"] == "imageList[1].data"
+        small = post(
+            server, "/sdapi/v1/extra-single-image", json.dumps({"image": png(64, 64), "upscaler_1": "None"})
+        )
+        assert small.status_code == 200
+
+
+def test_detect_maps_respect_max_pixels(server: str) -> None:
+    with health_watched(server):
+        wide = {
+            "controlnet_module": "canny",
+            "controlnet_input_images": [png(400, 40)],
+            "controlnet_processor_res": 512,
+        }
+        r = post(server, "/controlnet/detect", json.dumps(wide))
+        assert r.status_code == 422 and r.json()["field"] == "controlnet_processor_res", r.text[:300]
+        fits = {**wide, "controlnet_processor_res": 64}
+        assert post(server, "/controlnet/detect", json.dumps(fits)).status_code == 200

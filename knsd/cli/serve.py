@@ -79,6 +79,15 @@ def serve(
     max_pixels: int = typer.Option(
         1536 * 1536, "--max-pixels", min=64 * 64, help="Largest width x height (422 above)."
     ),
+    max_prompt_chars: int = typer.Option(
+        10_000,
+        "--max-prompt-chars",
+        min=1,
+        help="Longest prompt (each prompt field), characters (422 above).",
+    ),
+    max_extra_networks: int = typer.Option(
+        32, "--max-extra-networks", min=0, help="Most <lora:...> and other extra-network tags per request."
+    ),
     stream_keepalive: float = typer.Option(
         15.0,
         "--stream-keepalive",
@@ -172,6 +181,8 @@ def serve(
         drain_timeout=drain_timeout,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         max_pixels=max_pixels,
+        max_prompt_chars=max_prompt_chars,
+        max_extra_networks=max_extra_networks,
         stream_keepalive=stream_keepalive,
         api_auth=_parse_auth(api_auth),
         api_token=api_token,

@@ -25,6 +25,8 @@ class ServeSettings:
     drain_timeout: float = 300.0
     max_body_bytes: int = 32 * 1024 * 1024
     max_pixels: int = 1536 * 1536
+    max_prompt_chars: int = 10_000  # per prompt field (knsd.serve.api.limits)
+    max_extra_networks: int = 32  # <lora:...> and other tags per request
     # A streamed request gets a comment line after this many quiet seconds, well inside the idle timeouts
     # of proxies (nginx 60 s, cloud load balancers 60 s) and of a Knative revision (idleTimeoutSeconds).
     stream_keepalive: float = 15.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 from knsd.errors import InvalidField
 from knsd.serve.addons.controlnet.modules import Module
 from knsd.serve.addons.controlnet.units import ControlUnit, parse_units
+
+LORA_KINDS = ("lora", "lyco")  # A1111's Lora extension registers both names
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +36,16 @@ class AddonRequest:
 
 def _float(text: str, tag: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise InvalidField(
             "prompt", "a number for a LoRA multiplier", text, f"{tag}: {text!r} is not a number"
         ) from None
+    if not math.isfinite(value):  # nan or inf would give a black image
+        raise InvalidField(
+            "prompt", "a finite number for a LoRA multiplier", text, f"{tag}: {text!r} is not a finite number"
+        )
+    return value
 
 
 def lora_tag(args: list[str]) -> LoraTag:
@@ -78,6 +86,17 @@ def parse_addons(
     seed: int = 0,
 ) -> AddonRequest:
     """LoRA tags (`lora` and its alias `lyco`, from `parse_extra_networks`) and the enabled ControlNet units;
-    `check` refuses modules this server cannot run."""
-    tags = [lora_tag(args) for kind in ("lora", "lyco") for args in networks.get(kind, [])]
+    `check` refuses modules this server cannot run. Other extra networks (A1111's `<hypernet:...>`, an
+    extension's) are 422s: knsd has none, and A1111 would skip an unknown one silently."""
+    for kind, found in networks.items():
+        if kind not in LORA_KINDS:
+            args = ":".join(found[0])
+            raise InvalidField(
+                "prompt",
+                "extra-network tags of LoRAs only (<lora:name:weight>); knsd has no other networks",
+                f"<{kind}:{args}>"[:200],
+                f"prompt asks for the extra network <{kind}:{args[:100]}>, but knsd serves LoRAs only "
+                "(<lora:...>, /sdapi/v1/loras); remove the tag",
+            )
+    tags = [lora_tag(args) for kind in LORA_KINDS for args in networks.get(kind, [])]
     return AddonRequest(tuple(tags), tuple(parse_units(body, check)), numpy_seed(body, seed))

@@ -97,6 +97,7 @@ DETECT_REQUEST = obj(
 )
 async def detect(request: Request) -> Response:
     body = await read_object(request)
-    catalog = state_of(request).require_addons().catalog
+    state = state_of(request)
+    catalog = state.require_addons().catalog
     # Decoding, preprocessing and encoding are CPU work: a worker thread, not the event loop.
-    return JSONResponse(await run_in_threadpool(run_detect, body, catalog))
+    return JSONResponse(await run_in_threadpool(run_detect, body, catalog, state.settings.max_pixels))

@@ -12,7 +12,7 @@ from knsd.serve.api.extras import parse_extras
 from knsd.serve.api.images import decode_image, encode_with_info
 from knsd.serve.api.pnginfo import parse_generation_parameters, read_info
 from knsd.serve.api.schemas import B64_IMAGE, arr, boolean, integer, number, obj, opt, string
-from knsd.serve.generate.extras import run_extras
+from knsd.serve.generate.extras import check_sizes, run_extras
 from knsd.serve.http.body import read_object
 from knsd.serve.http.disconnect import cancelled_on_disconnect
 from knsd.serve.http.openapi import doc
@@ -62,12 +62,15 @@ EXTRAS_FIELDS: dict[str, Any] = {
 }
 
 
-async def _extras(request: Request, images: list[Any], body: dict[str, Any]) -> tuple[list[str], str]:
+async def _extras(
+    request: Request, images: list[Any], body: dict[str, Any], fields: list[str]
+) -> tuple[list[str], str]:
     state = state_of(request)
     req = parse_extras(body)
+    check_sizes(images, req, state.settings.max_pixels, fields)  # before the request waits
 
     def work() -> tuple[list[str], str]:
-        outputs, html_info = run_extras(images, req, state.settings.max_pixels)
+        outputs, html_info = run_extras(images, req, state.settings.max_pixels, fields)
         return [encode_with_info(image) for image in outputs], html_info
 
     async with cancelled_on_disconnect(request), state.admission.slot():
@@ -82,7 +85,7 @@ async def _extras(request: Request, images: list[Any], body: dict[str, Any]) -> 
 async def extra_single_image(request: Request) -> Response:
     body = await read_object(request)
     image = decode_image("image", body.get("image"))
-    images, html_info = await _extras(request, [image], body)
+    images, html_info = await _extras(request, [image], body, ["image"])
     return JSONResponse({"html_info": html_info, "image": images[0]})
 
 
@@ -107,5 +110,6 @@ async def extra_batch_images(request: Request) -> Response:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidField(f"imageList[{i}]", "an object {data: base64 image, name: string}", item)
         images.append(decode_image(f"imageList[{i}].data", item.get("data")))
-    outputs, html_info = await _extras(request, images, body) if images else ([], "<p></p>")
+    fields = [f"imageList[{i}].data" for i in range(len(images))]
+    outputs, html_info = await _extras(request, images, body, fields) if images else ([], "<p></p>")
     return JSONResponse({"html_info": html_info, "images": outputs})

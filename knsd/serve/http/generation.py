@@ -55,7 +55,12 @@ class Encoded:
 
 
 def with_addons(state: ServerState, body: dict[str, Any], req: GenerationRequest) -> GenerationRequest:
-    """The request with its add-ons (LoRA tags, ControlNet units) parsed and checked; as-is while loading."""
+    """The request within the server's limits, naming the loaded model if it names one, with its add-ons
+    (LoRA tags, ControlNet units) parsed and checked; without add-ons while loading."""
+    state.check_limits(req)  # before the add-ons look any name up
+    overrides = body.get("override_settings")
+    if isinstance(overrides, dict) and state.engine is not None:
+        state.check_checkpoint(overrides.get("sd_model_checkpoint"), "override_settings.sd_model_checkpoint")
     addons = state.addons
     if addons is None:
         return req
@@ -73,6 +78,7 @@ async def generate(
     stops after its current step (the request's own stop, not `/interrupt`) and the pipeline goes to the
     next request. Routes cancel it when their client disconnects (knsd.serve.http.disconnect)."""
     engine = state.require_engine()
+    state.check_limits(req)
     engine.check(req)  # before waiting: a request the model cannot serve never takes a place in the queue
     model = engine.model.info
     stop = threading.Event()
@@ -103,6 +109,7 @@ async def generate(
 def admit(state: ServerState, req: GenerationRequest) -> Engine:
     """The checks a request passes before its stream starts: loaded model, the model's 422s, a place."""
     engine = state.require_engine()
+    state.check_limits(req)
     engine.check(req)
     state.admission.check()
     return engine

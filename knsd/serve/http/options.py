@@ -7,7 +7,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from knsd.errors import InvalidField
 from knsd.serve.api.options import wire
 from knsd.serve.api.policy import generation_options
 from knsd.serve.api.preview import preview_plan
@@ -43,11 +42,8 @@ async def get_options(request: Request) -> Response:
 async def set_options(request: Request) -> Response:
     state = state_of(request)
     body = await read_object(request)
-    wanted = body.get("sd_model_checkpoint")
     engine = state.require_engine()
-    current = engine.model.title
-    if wanted is not None and wanted not in (current, engine.model.info.name):
-        raise InvalidField("sd_model_checkpoint", f"the loaded model {current!r} (one model per pod)", wanted)
+    state.check_checkpoint(body.get("sd_model_checkpoint"), "sd_model_checkpoint")
     # Settings persist for later requests, as in A1111; all are checked before any is set.
     merged = generation_options(_options(state), body, field="")
     prompt_options(merged, field="")

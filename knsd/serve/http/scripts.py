@@ -48,11 +48,8 @@ async def run_script(
     model = engine.model
     reqs = []
     for i, sub in enumerate(plan.bodies):
-        wanted = (sub.get("override_settings") or {}).get("sd_model_checkpoint")
-        if wanted is not None and wanted not in (model.title, model.info.name):
-            raise InvalidField(
-                f"script_args[3] line {i + 1}", f"--sd_model {model.title!r} (one model per pod)", wanted
-            )
+        overrides = sub.get("override_settings") or {}
+        state.check_checkpoint(overrides.get("sd_model_checkpoint"), f"script_args[3] line {i + 1}")
         reqs.append(prepare(sub))
     count_ok(sum(len(r.seeds) for r in reqs), f"{len(reqs)} generations")
     for r in reqs:

@@ -12,9 +12,10 @@ from typing import Any, TypeVar, cast
 
 from starlette.requests import Request
 
-from knsd.errors import Unavailable
+from knsd.errors import InvalidField, Unavailable
 from knsd.serve.addons.manager import AddOns
 from knsd.serve.addons.setup import create_addons
+from knsd.serve.api.limits import PromptLimits, check_prompts
 from knsd.serve.api.policy import server_options
 from knsd.serve.api.request import GenerationRequest, parse_txt2img
 from knsd.serve.api.styles import StyleDatabase, load_styles
@@ -81,6 +82,22 @@ class ServerState:
         if addons is None:
             raise Unavailable("model is loading", retry_after=5)
         return addons
+
+    @property
+    def prompt_limits(self) -> PromptLimits:
+        return PromptLimits(self.settings.max_prompt_chars, self.settings.max_extra_networks)
+
+    def check_limits(self, req: GenerationRequest) -> None:
+        """The request within the server's prompt limits (422 naming the field and the flag)."""
+        check_prompts(req, self.prompt_limits)
+
+    def check_checkpoint(self, wanted: Any, field: str) -> None:
+        """A model name a request gives must be the loaded model's (one model per pod): 422 otherwise."""
+        if wanted is None:
+            return
+        model = self.require_engine().model
+        if wanted not in (model.title, model.info.name):
+            raise InvalidField(field, f"the loaded model {model.title!r} (one model per pod)", wanted)
 
     def require_engine(self) -> Engine:
         """The engine, or 503 while the model loads or after it failed."""

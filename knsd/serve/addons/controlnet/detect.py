@@ -50,8 +50,28 @@ def _strings(body: dict[str, Any], key: str) -> list[Any]:
     return value
 
 
-def detect(body: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
-    """The answer to a detect request: `{"info": "Success", "images": [base64 PNG, ...]}`."""
+def _check_size(module: Module, image: Any, res: int, max_pixels: int, i: int) -> None:
+    """A map within the server's pixel budget (`--max-pixels`): a module with a resolution slider scales
+    the image so its short side is `res`, the others keep its size."""
+    h, w = image.shape[:2]
+    if module.res.visible and res > 0:
+        k = res / min(h, w)
+        out_w, out_h, field = round(w * k), round(h * k), "controlnet_processor_res"
+    else:
+        out_w, out_h, field = w, h, f"controlnet_input_images[{i}]"
+    if out_w * out_h > max_pixels:
+        raise InvalidField(
+            field,
+            f"a map of at most {max_pixels} pixels (--max-pixels)",
+            f"{out_w}x{out_h}",
+            f"{field}: the detected map would be {out_w}x{out_h}, over the server's {max_pixels} pixels "
+            "(--max-pixels)",
+        )
+
+
+def detect(body: dict[str, Any], catalog: Catalog, max_pixels: int | None = None) -> dict[str, Any]:
+    """The answer to a detect request: `{"info": "Success", "images": [base64 PNG, ...]}`; maps past
+    `max_pixels` are 422s."""
     import numpy as np
 
     from knsd.serve.api.images import encode_png
@@ -96,8 +116,10 @@ def detect(body: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
             image = np.concatenate([image, mask], axis=2)
         elif i < len(masks):
             log.warning("Preprocessor %s does not accept mask. Mask ignored", module.name)
+        res, a, b = int(unit.processor_res), float(unit.threshold_a), float(unit.threshold_b)
+        if max_pixels is not None:
+            _check_size(module, image, res, max_pixels, i)
         try:
-            res, a, b = int(unit.processor_res), float(unit.threshold_a), float(unit.threshold_b)
             detected = catalog.run(module, image, res, a, b, np.random)
         except Exception as exc:
             import cv2
