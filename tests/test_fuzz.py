@@ -291,6 +291,9 @@ def _valid_cap(path: str) -> Callable[[Any], Any]:
         out = {**VALID_DEFAULTS.get(path, {}), **body}
         if "size" in out:  # OpenAI's "WxH": its default 512x512 is over this server's pixel budget
             out["size"] = "64x64"
+        if path == "/controlnet/detect":  # maps come back at processor_res (-1: 512), within --max-pixels
+            res = out.get("controlnet_processor_res")
+            out["controlnet_processor_res"] = res if isinstance(res, int) and 0 < res <= 128 else 64
         for key, limit in VALID_CAPS.items():
             value = out.get(key)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and value > limit:
