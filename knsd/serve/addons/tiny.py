@@ -15,6 +15,9 @@ from typing import Any
 from knsd.serve.addons.files import Folders
 
 SEED = 1212
+# Stored in the ControlNet file's metadata; bump when its build changes, so a cache written by an older
+# knsd gets the new one (the hint encoder's initialisation changed in version 2).
+CONTROLNET_VERSION = "2"
 LORA_NAME, CONTROLNET_NAME, EMBEDDING_NAME = "tiny-lora", "tiny-canny", "tiny-emb"
 KINDS = frozenset({"lora", "controlnet", "embedding"})
 _UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.2", "conv1", "conv2")
@@ -108,8 +111,19 @@ def write_controlnet(path: Path, unet: Any) -> Path:
         net.save_pretrained(str(path), safe_serialization=True)
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    meta = {"knsd_tiny_version": CONTROLNET_VERSION}
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path), metadata=meta)
     return path
+
+
+def _current_controlnet(path: Path) -> bool:
+    """The tiny ControlNet at `path` exists and was built by this version of its builder."""
+    from safetensors import safe_open
+
+    if not path.exists():
+        return False
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get("knsd_tiny_version") == CONTROLNET_VERSION
 
 
 def write_embedding(path: Path, text_encoder: Any, vectors: int = 2, text_encoder_2: Any = None) -> Path:
@@ -138,7 +152,7 @@ def ensure_tiny_addons(folders: Folders, pipe: Any, kinds: frozenset[str] = KIND
     if "lora" in kinds and not lora.exists():
         write_lora(lora, components)
     cn = folders.controlnet / f"{CONTROLNET_NAME}.safetensors"
-    if "controlnet" in kinds and not cn.exists() and getattr(pipe, "unet", None) is not None:
+    if "controlnet" in kinds and not _current_controlnet(cn) and getattr(pipe, "unet", None) is not None:
         write_controlnet(cn, pipe.unet)
     emb = folders.embeddings / f"{EMBEDDING_NAME}.safetensors"
     if "embedding" in kinds and not emb.exists():
