@@ -251,7 +251,7 @@ def controlnet_to_ldm(net: Any) -> dict[str, Any]:
     `convert_controlnet_checkpoint`, for tests."""
     from types import SimpleNamespace
 
-    from tests.ldm_checkpoint import unet_to_ldm
+    from knsd.bench.ldm import unet_to_ldm
 
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
     blocks = len(net.controlnet_cond_embedding.blocks)

@@ -18,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from knsd.bench.ldm import pipeline_to_ldm
 from knsd.errors import ModelError
 from knsd.serve.api.request import parse_txt2img
 from knsd.serve.generate.engine import Engine
@@ -28,7 +29,6 @@ from knsd.serve.models.weights import MappedSafetensors, write_safetensors
 from knsd.serve.thirdparty import NOISE, quiet_third_party
 from knsd.serve.timeline import Timeline, process_start
 from tests.helpers import knsd_env, start_serve, wait_for
-from tests.ldm_checkpoint import pipeline_to_ldm
 
 REQUEST = {"prompt": "pretty dog", "width": 64, "height": 64, "steps": 3, "seed": 5}
 
@@ -279,3 +279,53 @@ def test_log_level_warning_keeps_info_out(cache: Path, tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "knsd", "serve", "--log-level", "loud"], env=knsd_env(cache),
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 2 and "--log-level" in bad.stderr
+
+
+@pytest.mark.slow
+def test_bench_cold_start_reports_both_starts_against_the_floor(
+    cache: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    model = volume / checkpoint.name
+    model.write_bytes(checkpoint.read_bytes())  # its own folder: the converted file is kept beside it
+    out = subprocess.run([sys.executable, "-m", "knsd", "bench", "--cold-start", "--model", str(model), "--rounds", "1",
+                          "-o", "json"], env=knsd_env(cache), capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert {k: len(v) for k, v in report["seconds"].items()} == {"floor": 1, "later": 1, "first": 1}
+    assert (
+        "torch" not in report["floor_classes"] and "diffusers:UNet2DConditionModel" in report["floor_classes"]
+    )
+    assert "convert" in report["phases"]["first"] and "convert" not in report["phases"]["later"]
+    for kind in ("later", "first"):
+        assert report["ratio"][kind] == report["median_seconds"][kind] / report["median_seconds"]["floor"]
+        assert report["phases"][kind]["ready"]["ended"] > report["phases"][kind]["warm-up"]["seconds"]
+    assert list((volume / converted.BESIDE).glob(f"*{converted.SUFFIX}"))
+
+
+def test_bench_cold_start_needs_a_safetensors_file(cache: Path, tmp_path: Path) -> None:
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"not read")
+    out = subprocess.run([sys.executable, "-m", "knsd", "bench", "--cold-start", "--model", str(ckpt)],
+                         env=knsd_env(cache), capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2 and "--model" in out.stderr and ".safetensors" in out.stderr
+
+
+def test_cast_in_runs_keeps_every_value(tmp_path: Path) -> None:
+    tensors = {"a": torch.randn(3, 4).half(), "b": torch.randn(5).half(), "c": torch.arange(3),
+               "d": torch.randn(2, 2).half(), "e": torch.randn(3), "f": torch.randn(7).half()}  # fmt: skip
+    path = tmp_path / "mixed.safetensors"
+    save_file(tensors, str(path))  # the safetensors library's own order and alignment
+    mapped = MappedSafetensors(path)
+    cast = mapped.cast(["a", "b", "c", "e", "f"], torch.float32, chunk_bytes=40)
+    assert sorted(cast) == ["a", "b", "c", "e", "f"]
+    for name, tensor in cast.items():
+        assert tensor.shape == tensors[name].shape and torch.equal(tensor, tensors[name].to(tensor.dtype))
+    assert (
+        cast["c"].dtype == torch.int64
+        and cast["e"].dtype == torch.float32
+        and cast["a"].dtype == torch.float32
+    )
+    runs = {t.untyped_storage().data_ptr() for n, t in cast.items() if n in "abf"}
+    assert 1 <= len(runs) < 3  # neighbours cast together, a run cut at 40 source bytes

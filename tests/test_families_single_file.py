@@ -11,12 +11,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from knsd.bench.ldm import pipeline_to_ldm, sd3_to_ldm, sdxl_to_ldm
 from knsd.errors import ModelError
 from knsd.serve.api.request import parse_txt2img
 from knsd.serve.generate.engine import Engine
 from knsd.serve.models.families.detect import detect, read_shapes
 from knsd.serve.models.loader import load_model
-from tests.ldm_checkpoint import pipeline_to_ldm, sd3_to_ldm, sdxl_to_ldm
 
 REQUEST = {"prompt": "pretty dog", "width": 64, "height": 64, "steps": 3, "seed": 5}
 WRITERS = {"tiny": pipeline_to_ldm, "tiny-sdxl": sdxl_to_ldm, "tiny-sd3": sd3_to_ldm}

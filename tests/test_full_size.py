@@ -15,7 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.full_size import write_random_checkpoint
+from knsd.bench.checkpoint import write_random_checkpoint
 from tests.helpers import knsd_env, start_serve, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]

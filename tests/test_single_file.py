@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from knsd.bench.ldm import pipeline_to_ldm
 from knsd.serve.api.request import parse_txt2img
 from knsd.serve.generate.engine import Engine
 from tests.helpers import start_serve, wait_for
-from tests.ldm_checkpoint import pipeline_to_ldm
 
 pytestmark = pytest.mark.slow
 REQUEST = {"prompt": "pretty dog", "width": 64, "height": 64, "steps": 4, "seed": 5}

@@ -209,12 +209,9 @@ def _single_file(
 
 
 def _cast(prepared: Prepared, dtype: Any) -> dict[str, Any]:
-    from knsd.serve.models.singlefile import original_tensors
+    from knsd.serve.models.singlefile import wanted_names
 
-    return {
-        k: v.to(dtype) if v.is_floating_point() and v.dtype != dtype else v
-        for k, v in original_tensors(prepared.source.tensors()).items()
-    }
+    return dict(prepared.source.cast(wanted_names(prepared.source.entries), dtype))
 
 
 def prepare_pipeline(

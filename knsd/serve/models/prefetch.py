@@ -145,13 +145,12 @@ class Prefetch:
             sha = mapped.metadata.get("knsd.sha256")
             return Prepared(path, "converted", mapped.tensors(), detected, dtype, ident, source, sha)
         with self.timeline.phase("convert"):
-            from knsd.serve.models.singlefile import original_tensors
+            from knsd.serve.models.singlefile import wanted_names
 
-            target = getattr(torch, dtype)
-            tensors = {
-                k: v.to(target) if v.is_floating_point() and v.dtype != target else v
-                for k, v in original_tensors(source.tensors()).items()
-            }
+            # One thread: the main thread is importing on the other core (an OpenMP team of two here would
+            # take that core from it). The setting is this thread's own.
+            torch.set_num_threads(1)
+            tensors = source.cast(wanted_names(source.entries), getattr(torch, dtype))
         return Prepared(path, "original", tensors, detected, dtype, ident, source)
 
 

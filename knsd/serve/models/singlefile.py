@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,6 @@ def converted_state(pipe: Any) -> dict[str, Any]:
     return out
 
 
-def original_tensors(tensors: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint without tensors no component reads."""
-    return {k: v for k, v in tensors.items() if not k.startswith(UNUSED_PREFIXES)}
+def wanted_names(names: Iterable[str]) -> list[str]:
+    """The checkpoint's tensor names without those no component reads."""
+    return [k for k in names if not k.startswith(UNUSED_PREFIXES)]

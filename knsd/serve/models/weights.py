@@ -103,6 +103,55 @@ class MappedSafetensors:
                 out[name] = raw.clone().view(dtype).reshape(e.shape)
         return out
 
+    def cast(self, names: Iterable[str], dtype: Any, chunk_bytes: int = 64 << 20) -> dict[str, Any]:
+        """The named tensors in `dtype`: floating ones of another dtype cast in runs of neighbours (one op
+        per run of up to `chunk_bytes` source bytes rather than one per tensor, so a thread casting beside
+        an importing one waits for the GIL a few dozen times, not a thousand), the others as views."""
+        import torch
+
+        wanted = set(names)
+        views = self.tensors(wanted)
+        out: dict[str, Any] = {}
+        run: list[str] = []
+
+        def flush() -> None:
+            if not run:
+                return
+            first, last = self.entries[run[0]], self.entries[run[-1]]
+            source = getattr(torch, DTYPES[first.dtype])
+            raw = torch.frombuffer(self._map, dtype=torch.uint8)[
+                self._base + first.start : self._base + last.end
+            ]
+            try:
+                cast = raw.view(source).to(dtype)
+            except RuntimeError:  # misaligned: per tensor
+                out.update({n: views[n].to(dtype) for n in run})
+                run.clear()
+                return
+            offset = 0
+            for n in run:
+                numel = views[n].numel()
+                out[n] = cast[offset : offset + numel].view(views[n].shape)
+                offset += numel
+            run.clear()
+
+        for name in sorted(wanted, key=lambda n: self.entries[n].start):
+            entry, tensor = self.entries[name], views[name]
+            if not tensor.is_floating_point() or tensor.dtype == dtype:
+                out[name] = tensor
+                continue
+            if run:
+                prev, head = self.entries[run[-1]], self.entries[run[0]]
+                if (
+                    prev.end != entry.start
+                    or prev.dtype != entry.dtype
+                    or entry.end - head.start > chunk_bytes
+                ):
+                    flush()
+            run.append(name)
+        flush()
+        return out
+
 
 def _libc() -> Any:
     try:

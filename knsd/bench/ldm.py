@@ -1,4 +1,5 @@
-"""Writing diffusers pipelines as original single-file checkpoints (A1111/Civitai layout), for tests.
+"""Writing diffusers pipelines as original single-file checkpoints (A1111/Civitai layout): the full-size
+random-weights files of `knsd bench --cold-start`, and the tiny models as single files in tests.
 
 The inverse of diffusers' `convert_ldm_unet_checkpoint`, `convert_ldm_vae_checkpoint`,
 `convert_ldm_clip_checkpoint`, `convert_open_clip_checkpoint` and `convert_sd3_transformer_checkpoint_to_diffusers`,
