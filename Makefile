@@ -48,7 +48,7 @@ bench: install
 
 # The GPU figures as JSON (< 8 minutes on one H100/H200); without CUDA the same code on the tiny models (CPU).
 bench-gpu: install
-	$(BIN)/python loadtest/bench_gpu.py $(BENCH_GPU_ARGS)
+	@$(BIN)/python loadtest/bench_gpu.py $(BENCH_GPU_ARGS)
 
 # A1111 v1.10.1's own API test suite against `knsd serve --model tiny`, read from a local A1111 git mirror
 # (A1111_MIRROR); never part of `make test` (the suite is AGPL and is not copied here).

@@ -100,9 +100,7 @@ def base_model(name: str, device: str, cache: Path, dry: bool) -> Any:
     return _random_model(spec, device, torch.float16)
 
 
-def generation(
-    model: Any, family_name: str, quantize: str, compiled: bool, size: int, steps: int, runs: int
-) -> dict[str, Any]:
+def generation(model: Any, quantize: str, compiled: bool, size: int, steps: int, runs: int) -> dict[str, Any]:
     """Seconds per image of one variant: the denoiser copied, quantized and/or compiled, then swapped in."""
     import torch
 
@@ -139,7 +137,7 @@ def generation(
             _sync(model.device)
             times.append(time.perf_counter() - started)
         median = statistics.median(times)
-        return {"seconds_per_image": median, "steps_per_second": steps / median, "image_seconds": times,
+        return {"dtype": model.dtype, "seconds_per_image": median, "steps_per_second": steps / median, "image_seconds": times,
                 "first_image_seconds": first, "peak_memory_bytes": _peak(model.device)}  # fmt: skip
     finally:
         setattr(pipe, family.denoiser, original)
@@ -191,6 +189,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="measured images per variant")
     parser.add_argument("--budget", type=float, default=450, help="seconds for the whole run")
     args = parser.parse_args()
+    from knsd.serve.thirdparty import quiet_third_party
+
+    quiet_third_party()
     import torch
 
     dry = args.dry_run or not torch.cuda.is_available()
