@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import time
 from pathlib import Path
 
 import httpx
@@ -42,12 +43,18 @@ def test_full_size_sd15_single_file_offline(tmp_path: Path) -> None:
             os.environ["HF_HOME"] = saved
     try:
         wait_for(url + "/readyz", 600)
-        item = httpx.get(url + "/sdapi/v1/sd-models").json()[0]
-        assert item["title"].startswith("v1-5-pruned-emaonly.safetensors [") and len(item["sha256"]) == 64
         body = {"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 2, "seed": 1}
         r = httpx.post(url + "/sdapi/v1/txt2img", json=body, timeout=600)
         assert r.status_code == 200, r.text
         assert Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))).size == (64, 64)
+        deadline = time.monotonic() + 600  # A1111's sha256 is computed after ready, off the start-up path
+        while not (item := httpx.get(url + "/sdapi/v1/sd-models").json()[0])["sha256"]:
+            assert time.monotonic() < deadline, "the checkpoint was never hashed"
+            time.sleep(1)
+        assert item["title"].startswith("v1-5-pruned-emaonly.safetensors [") and len(item["sha256"]) == 64
+        while not list((volume / ".knsd").glob("*.converted.safetensors")):  # kept for the next start
+            assert time.monotonic() < deadline, "the converted weights were never kept"
+            time.sleep(1)
         assert not any(hf_home.iterdir())  # nothing was fetched or cached
     finally:
         proc.kill()

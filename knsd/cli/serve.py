@@ -206,13 +206,13 @@ def serve(
         level=log_level.value.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        # The model starts loading before the web server stack is even imported (knsd.serve.http.startup).
-        from knsd.serve.http.startup import begin
+        # The model is read before the web server stack is even imported (knsd.serve.http.startup).
+        from knsd.serve.http.startup import begin, start
 
-        startup = begin(settings, timeline)
+        prefetch = begin(settings, timeline)
         with timeline.phase("imports"):
             from knsd.serve.http.server import run
-        code = run(settings, startup)
+        code = run(settings, start(settings, prefetch))
     except KnsdError as exc:
         typer.echo(f"knsd serve: {exc}", err=True)
         code = exc.exit_code

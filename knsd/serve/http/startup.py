@@ -2,8 +2,8 @@
 
 `begin` runs first in the process (the CLI calls it before importing the server): it drops third-party
 integrations and warnings the served model does not need, starts reading the checkpoint on a thread
-(`models.prefetch`), imports torch on the main thread, and starts loading the model on the pipeline thread.
-The web server stack is imported and started after that, while the model loads.
+(`models.prefetch`) and imports torch on the main thread. The web server stack is imported next, then
+`start` loads the model on the pipeline thread while the server starts listening.
 """
 
 from __future__ import annotations
@@ -59,8 +59,13 @@ def compile_cache(settings: ServeSettings) -> None:
         os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
 
 
-def begin(settings: ServeSettings, timeline: Timeline | None = None) -> StartupLoad:
-    """Start reading the model and loading it; returns once torch is imported and the load is under way."""
+def begin(settings: ServeSettings, timeline: Timeline | None = None) -> Prefetch:
+    """Drop unused integrations, start reading the model on a thread and import torch; returns the reader.
+
+    The caller then imports the web server stack and calls `start`: imports hold the GIL, so the model's
+    imports (on the pipeline thread) and the server's (on this one) run one after the other rather than
+    handing the GIL back and forth (which costs most on a busy machine); reading the file needs no GIL and
+    runs beside both."""
     timeline = timeline or Timeline()
     quiet_third_party()
     skip_unused(settings.quantize)
@@ -70,6 +75,11 @@ def begin(settings: ServeSettings, timeline: Timeline | None = None) -> StartupL
     # pools start from that thread): import it on the main thread, then load on the pipeline thread.
     with timeline.phase("imports"):
         import torch  # noqa: F401
+    return prefetch
+
+
+def start(settings: ServeSettings, prefetch: Prefetch) -> StartupLoad:
+    """Start loading the model on a fresh pipeline thread (the app takes it over: `create_app(startup=...)`)."""
     executor = ThreadPoolExecutor(1, "knsd-pipeline")
-    future = executor.submit(start_loading, settings, timeline, prefetch)
-    return StartupLoad(executor, future, timeline)
+    future = executor.submit(start_loading, settings, prefetch.timeline, prefetch)
+    return StartupLoad(executor, future, prefetch.timeline)
