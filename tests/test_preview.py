@@ -166,3 +166,25 @@ def test_weighted_methods_need_their_weights_on_the_volume(tiny_model: Any, tmp_
 
 def test_plan_default_draws_nothing() -> None:
     assert not PreviewPlan().enabled
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "DDIM", "DPM++ 2M SDE", "UniPC"])
+def test_previews_do_not_change_the_image(tiny_model: Any, tmp_path: Path, sampler: str) -> None:
+    """Drawing previews reads the step, it never changes it: the pipelines pass `eta` and `generator` only
+    to a step whose signature has them, so the wrapper must keep it (bit-identical images either way)."""
+    engine = Engine(tiny_model, volume=tmp_path)
+    body = {
+        "prompt": "a cat",
+        "width": 64,
+        "height": 64,
+        "steps": 6,
+        "seed": 11,
+        "sampler_name": sampler,
+        "eta": 0.7,
+    }
+    images = []
+    for enable in (False, True):
+        options = {"live_previews_enable": enable, "show_progress_every_n_steps": 0}
+        out = engine.generate(parse_txt2img({**body, "override_settings": options}, 1 << 30))
+        images.append(out.images[0].tobytes())
+    assert images[0] == images[1]
