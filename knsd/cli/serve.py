@@ -88,6 +88,21 @@ def serve(
     max_extra_networks: int = typer.Option(
         32, "--max-extra-networks", min=0, help="Most <lora:...> and other extra-network tags per request."
     ),
+    max_image_pixels: int = typer.Option(
+        4096 * 4096,
+        "--max-image-pixels",
+        min=64 * 64,
+        help="Largest input image, decoded pixels, read from its header before decoding (422 above).",
+    ),
+    max_request_pixels: int = typer.Option(
+        3 * 4096 * 4096,
+        "--max-request-pixels",
+        min=64 * 64,
+        help="Decoded pixels of all the input images of one request (422 above).",
+    ),
+    max_images: int = typer.Option(
+        16, "--max-images", min=1, help="Most input images in one request (init images, masks, units...)."
+    ),
     stream_keepalive: float = typer.Option(
         15.0,
         "--stream-keepalive",
@@ -183,6 +198,9 @@ def serve(
         max_pixels=max_pixels,
         max_prompt_chars=max_prompt_chars,
         max_extra_networks=max_extra_networks,
+        max_image_pixels=max_image_pixels,
+        max_request_pixels=max_request_pixels,
+        max_images=max_images,
         stream_keepalive=stream_keepalive,
         api_auth=_parse_auth(api_auth),
         api_token=api_token,

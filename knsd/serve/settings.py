@@ -27,6 +27,10 @@ class ServeSettings:
     max_pixels: int = 1536 * 1536
     max_prompt_chars: int = 10_000  # per prompt field (knsd.serve.api.limits)
     max_extra_networks: int = 32  # <lora:...> and other tags per request
+    # Input images, held to these from their headers before decoding (knsd.serve.api.images).
+    max_image_pixels: int = 4096 * 4096
+    max_request_pixels: int = 3 * 4096 * 4096
+    max_images: int = 16
     # A streamed request gets a comment line after this many quiet seconds, well inside the idle timeouts
     # of proxies (nginx 60 s, cloud load balancers 60 s) and of a Knative revision (idleTimeoutSeconds).
     stream_keepalive: float = 15.0

@@ -17,6 +17,7 @@ from knsd.serve.addons.files import LORA_SUFFIXES, AddonFile, Folders, lora_shor
 from knsd.serve.addons.lora import ParsedLora, parse_lora, read_state_dict
 from knsd.serve.addons.patch import WeightPatcher
 from knsd.serve.addons.request import AddonRequest, parse_addons
+from knsd.serve.addons.rescan import Rescans
 from knsd.serve.lru import LruCache
 
 log = logging.getLogger("knsd.serve")
@@ -41,6 +42,7 @@ class AddOns:
         self.patcher = WeightPatcher(self.components)
         self.cache: LruCache[ParsedLora] = LruCache(int(settings.lora_cache_mb * 1024 * 1024))
         self.loras: dict[str, AddonFile] = {}
+        self._rescans = Rescans()  # unknown names rescan the folder at most once per interval
         self._hashes: dict[tuple[str, float, int], str] = {}
         tokenizers = [
             t for t in (getattr(pipe, n, None) for n in ("tokenizer", "tokenizer_2")) if t is not None
@@ -81,7 +83,7 @@ class AddOns:
             item = self.loras.get(name) or self._by_alias().get(name)
             if item is not None:
                 return item
-            if attempt == 0:
+            if attempt == 0 and self._rescans.due():
                 self.refresh_loras()  # new files on the volume are found without a restart
         installed = ", ".join(sorted(self.loras)) or "none installed"
         raise InvalidField(

@@ -26,7 +26,7 @@ async def loras(request: Request) -> Response:
 async def refresh_loras(request: Request) -> Response:
     addons = state_of(request).addons
     if addons is not None:
-        addons.refresh_loras()
+        await state_of(request).offload.run(addons.refresh_loras)  # reads every file's header
     return JSONResponse(None)
 
 
@@ -67,6 +67,6 @@ async def embeddings(request: Request) -> Response:
 @doc("Reload the embeddings", response=NULL)
 async def refresh_embeddings(request: Request) -> Response:
     addons = state_of(request).addons
-    if addons is not None:
-        addons.embeddings.refresh()  # installed before the next generation
+    if addons is not None:  # read off the event loop, installed before the next generation
+        await state_of(request).offload.run(addons.embeddings.refresh)
     return JSONResponse(None)

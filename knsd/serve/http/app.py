@@ -46,6 +46,7 @@ def create_app(
         finally:
             loading.cancel()
             state.executor.shutdown(wait=False, cancel_futures=True)
+            state.offload.shutdown()
 
     app = Starlette(
         routes=ROUTES,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -43,7 +42,7 @@ async def version(request: Request) -> Response:
 async def model_list(request: Request) -> Response:
     addons = state_of(request).require_addons()
     if _query_flag(request, "update", True):
-        await run_in_threadpool(addons.controlnets.refresh)  # hashes new files: off the event loop
+        await state_of(request).offload.run(addons.controlnets.refresh)  # hashes new files
     return JSONResponse({"model_list": addons.controlnets.titles()})
 
 
@@ -100,4 +99,4 @@ async def detect(request: Request) -> Response:
     state = state_of(request)
     catalog = state.require_addons().catalog
     # Decoding, preprocessing and encoding are CPU work: a worker thread, not the event loop.
-    return JSONResponse(await run_in_threadpool(run_detect, body, catalog, state.settings.max_pixels))
+    return JSONResponse(await state.offload.run(lambda: run_detect(body, catalog, state.settings.max_pixels)))

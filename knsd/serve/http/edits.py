@@ -39,7 +39,9 @@ async def openai_edits(request: Request) -> Response:
     for name in sorted(set(form.files) - {"image", "image[]", "mask"}):
         raise InvalidField(name, "a text field (image, image[] and mask are the files)", "a file")
     mask = masks[0] if masks else None
-    req, _ = parse_openai_edit(form.fields, images, mask, state.settings.max_pixels)
+    req, _ = await state.offload.run(  # the images decoded off the event loop
+        lambda: parse_openai_edit(form.fields, images, mask, state.settings.max_pixels)
+    )
     partial_images = parse_edit_stream(form.fields)
     if partial_images is not None:  # `image_edit.partial_image` ... `image_edit.completed`
         return openai_stream(state, req, partial_images, "image_edit", "img2img")

@@ -35,12 +35,15 @@ PNG_INFO_RESPONSE = obj(
 )
 async def png_info(request: Request) -> Response:
     body = await read_object(request)
-    data = body.get("image")
-    image = decode_image("image", data.strip() if isinstance(data, str) else data)
-    geninfo, items = read_info(image)
-    text = geninfo or ""
-    params = parse_generation_parameters(text, state_of(request).styles)
-    return JSONResponse({"info": text, "items": items, "parameters": params})
+    state = state_of(request)
+
+    def read() -> dict[str, Any]:
+        data = body.get("image")
+        geninfo, items = read_info(decode_image("image", data.strip() if isinstance(data, str) else data))
+        text = geninfo or ""
+        return {"info": text, "items": items, "parameters": parse_generation_parameters(text, state.styles)}
+
+    return JSONResponse(await state.offload.run(read))  # decoding and parsing: off the event loop
 
 
 EXTRAS_FIELDS: dict[str, Any] = {
@@ -84,7 +87,7 @@ async def _extras(
 )
 async def extra_single_image(request: Request) -> Response:
     body = await read_object(request)
-    image = decode_image("image", body.get("image"))
+    image = await state_of(request).offload.run(lambda: decode_image("image", body.get("image")))
     images, html_info = await _extras(request, [image], body, ["image"])
     return JSONResponse({"html_info": html_info, "image": images[0]})
 
@@ -105,11 +108,14 @@ async def extra_batch_images(request: Request) -> Response:
     items = body.get("imageList")
     if not isinstance(items, list):
         raise InvalidField("imageList", "a list of {data, name} objects", items)
-    images = []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidField(f"imageList[{i}]", "an object {data: base64 image, name: string}", item)
-        images.append(decode_image(f"imageList[{i}].data", item.get("data")))
+
+    def decode() -> list[Any]:  # one at a time against the request's budget, refused before the next
+        return [decode_image(f"imageList[{i}].data", item.get("data")) for i, item in enumerate(items)]
+
+    images = await state_of(request).offload.run(decode)
     fields = [f"imageList[{i}].data" for i in range(len(images))]
     outputs, html_info = await _extras(request, images, body, fields) if images else ([], "<p></p>")
     return JSONResponse({"html_info": html_info, "images": outputs})

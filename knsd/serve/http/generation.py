@@ -30,7 +30,7 @@ from knsd.serve.api.schemas import (
     OPENAI_RESPONSE,
     TXT2IMG_REQUEST,
 )
-from knsd.serve.api.scripts import parse_script
+from knsd.serve.api.scripts import ScriptCall, parse_script
 from knsd.serve.api.styles import apply_styles
 from knsd.serve.generate.engine import Engine
 from knsd.serve.generate.progress import Progress
@@ -170,9 +170,12 @@ _OPENAI_EVENTS = (
 async def txt2img(request: Request) -> Response:
     state = state_of(request)
     body = apply_styles(await read_object(request), state.styles)
-    req = parse_txt2img(body, state.settings.max_pixels, state.generation_options)
-    req = with_addons(state, body, req)
-    call = parse_script(body, img2img=False)
+
+    def parse() -> tuple[GenerationRequest, ScriptCall | None]:
+        req = parse_txt2img(body, state.settings.max_pixels, state.generation_options)
+        return with_addons(state, body, req), parse_script(body, img2img=False)
+
+    req, call = await state.offload.run(parse)  # images decoded, add-ons looked up: off the event loop
     if call is not None:  # a script's answer is one JSON object (no event stream)
 
         def prepare(sub: dict[str, Any]) -> GenerationRequest:
@@ -195,9 +198,12 @@ async def txt2img(request: Request) -> Response:
 async def img2img(request: Request) -> Response:
     state = state_of(request)
     body = apply_styles(await read_object(request), state.styles)
-    req = parse_img2img(body, state.settings.max_pixels, state.generation_options)
-    req = with_addons(state, body, req)
-    call = parse_script(body, img2img=True)
+
+    def parse() -> tuple[GenerationRequest, ScriptCall | None]:
+        req = parse_img2img(body, state.settings.max_pixels, state.generation_options)
+        return with_addons(state, body, req), parse_script(body, img2img=True)
+
+    req, call = await state.offload.run(parse)  # images decoded, add-ons looked up: off the event loop
     if call is not None:  # a script's answer is one JSON object (no event stream)
 
         def prepare_img2img(sub: dict[str, Any]) -> GenerationRequest:

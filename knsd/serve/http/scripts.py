@@ -46,11 +46,16 @@ async def run_script(
         plan = prompts_from_file(body, call, req.seed, len(req.seeds))
     engine = state.require_engine()
     model = engine.model
-    reqs = []
-    for i, sub in enumerate(plan.bodies):
-        overrides = sub.get("override_settings") or {}
-        state.check_checkpoint(overrides.get("sd_model_checkpoint"), f"script_args[3] line {i + 1}")
-        reqs.append(prepare(sub))
+
+    def prepared() -> list[GenerationRequest]:
+        reqs = []
+        for i, sub in enumerate(plan.bodies):
+            overrides = sub.get("override_settings") or {}
+            state.check_checkpoint(overrides.get("sd_model_checkpoint"), f"script_args[3] line {i + 1}")
+            reqs.append(prepare(sub))
+        return reqs
+
+    reqs = await state.offload.run(prepared)  # each decodes its images: off the event loop
     count_ok(sum(len(r.seeds) for r in reqs), f"{len(reqs)} generations")
     for r in reqs:
         engine.check(r)
@@ -106,7 +111,7 @@ async def _sd_upscale(
     engine = state.require_engine()
     engine.check(req)
     spec = sd_upscale_args(call, req.width, req.height)
-    source = decode_image("init_images[0]", body["init_images"][0])
+    source = await state.offload.run(lambda: decode_image("init_images[0]", body["init_images"][0]))
     w, h = upscaled_size(source, spec)
     if w * h > state.settings.max_pixels or w < req.width or h < req.height:
         raise InvalidField(
@@ -160,7 +165,7 @@ async def _xyz(
     prepare: Prepare,
 ) -> JSONResponse:
     plan = plan_xyz(body, call, req.init_image is not None, req.seed)
-    reqs = _prepared(state, plan.bodies, prepare)
+    reqs = await state.offload.run(lambda: _prepared(state, plan.bodies, prepare))
     engine = state.require_engine()
     model = engine.model.info
     x, y, z = plan.axes

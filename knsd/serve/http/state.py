@@ -15,12 +15,14 @@ from starlette.requests import Request
 from knsd.errors import InvalidField, Unavailable
 from knsd.serve.addons.manager import AddOns
 from knsd.serve.addons.setup import create_addons
+from knsd.serve.api.images import ImageLimits
 from knsd.serve.api.limits import PromptLimits, check_prompts
 from knsd.serve.api.policy import server_options
 from knsd.serve.api.request import GenerationRequest, parse_txt2img
 from knsd.serve.api.styles import StyleDatabase, load_styles
 from knsd.serve.generate.engine import Engine
 from knsd.serve.http.admission import Admission
+from knsd.serve.http.offload import Offload
 from knsd.serve.http.startup import start_loading
 from knsd.serve.metrics import ServeMetrics, create_metrics
 from knsd.serve.models.loader import LoadedModel
@@ -38,6 +40,7 @@ class ServerState:
     settings: ServeSettings
     metrics: ServeMetrics = field(default_factory=create_metrics)
     admission: Admission = field(init=False)
+    offload: Offload = field(init=False)  # parsing and decoding, off the event loop
     # One worker thread: the pipeline runs there so probes and metrics stay responsive.
     executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "knsd-pipeline"))
     engine: Engine | None = None
@@ -54,6 +57,8 @@ class ServerState:
 
     def __post_init__(self) -> None:
         self.admission = Admission(self.settings.max_queue)
+        s = self.settings
+        self.offload = Offload(ImageLimits(s.max_image_pixels, s.max_request_pixels, s.max_images))
         self.styles = load_styles(self.settings.styles_files)
         m = self.metrics
         m.queue_depth.set_function(lambda: self.admission.waiting)

@@ -11,6 +11,7 @@ from typing import Any
 
 from knsd.errors import InvalidField, ModelError
 from knsd.serve.addons.files import CONTROLNET_SUFFIXES, AddonFile, legacy_hash, scan
+from knsd.serve.addons.rescan import Rescans
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ class ControlNetStore:
         self._loaded: OrderedDict[tuple[str, float, int], Any] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self._rescans = Rescans()  # unknown names rescan the folder at most once per interval
 
     def refresh(self) -> None:
         found = scan(self.folder, CONTROLNET_SUFFIXES, dirs_too=True)
@@ -60,7 +62,7 @@ class ControlNetStore:
             )
             if exact or close:
                 return (exact or close)[0]
-            if attempt == 0:
+            if attempt == 0 and self._rescans.due():
                 self.refresh()  # a new file on the volume is found without a restart
         installed = ", ".join(self.titles()) or "none installed"
         raise InvalidField(
