@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import socket
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -99,3 +102,18 @@ def hold_request(
     conn = socket.create_connection((host, port))
     conn.sendall(head.encode() + data)
     return conn
+
+
+def png_bomb(width: int, height: int, rows: int | None = None) -> str:
+    """A grayscale PNG of `width` x `height` zeros, compressed as it is written (never held decoded):
+    64 MP cost a few dozen KB. `rows` writes only that many (a truncated file with a true header)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer = zlib.compressobj(9)
+    row = bytes(1 + width)  # filter byte 0, then the row's zeros
+    data = b"".join(packer.compress(row) for _ in range(height if rows is None else rows)) + packer.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    raw = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    return base64.b64encode(raw).decode()

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tests.helpers import start_serve, wait_for
+from tests.hostile import png_bomb
 
 BUDGET = float(os.environ.get("KNSD_FUZZ_SECONDS", "60"))
 # Upper caps on values that only cost time; smaller and invalid values pass through unchanged.
@@ -90,6 +91,44 @@ def _png() -> str:
 PNG = _png()
 
 
+def _encoded(fmt: str) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (20, 30, 200)).save(buffer, format=fmt)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+# The shapes of the hostile-input report, drawn among the rest: bombs past Pillow's limit and past the
+# server's, formats the API does not read, a cut-off file, prompts that were cubic to parse or carry
+# non-finite numbers and other extra networks, and bodies JSON forbids or nests without end.
+HOSTILE_IMAGES = st.sampled_from(
+    [PNG, png_bomb(20000, 20000, rows=2), png_bomb(8000, 8000), _encoded("GIF"), _encoded("TIFF"), PNG[:200]]
+)
+HOSTILE_TEXT = st.sampled_from(
+    [
+        "[a:b:1] " * 200 + "(",
+        "(" * 3000,
+        "[" * 2000 + "a:b:0.5" + "]" * 2000,
+        "(a " * 20000,
+        "x <lora:x:nan>",
+        "x <lora:x:inf>",
+        "x <hypernet:h:1>",
+        "[a:b:1e999]",
+        "(a:nan)",
+        "".join(f"<lora:n{i}:1>" for i in range(100)),
+    ]
+)
+HOSTILE_RAW = st.sampled_from(
+    [
+        b'{"prompt": "x", "cfg_scale": NaN}',
+        b'{"prompt": "x", "seed": Infinity}',
+        b'{"prompt": "x", "denoising_strength": -Infinity}',
+        b"[" * 100_000,
+        b'{"a":' * 5000 + b"1" + b"}" * 5000,
+        b"[" + b"0," * 250_000 + b"0]",
+    ]
+)
+
+
 @pytest.fixture(scope="module")
 def server(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("fuzz") / "serve.log"
@@ -118,16 +157,31 @@ def _cap(body: Any) -> Any:
     return out
 
 
-def _with_image(body: Any) -> Any:
+def _with_image(body: Any, image: str = PNG) -> Any:
     if not isinstance(body, dict):
         return body
     out = dict(body)
     if "init_images" in out:
-        out["init_images"] = [PNG]
+        out["init_images"] = [image]
     if "image" in out:
-        out["image"] = PNG
+        out["image"] = image
     if "imageList" in out:
-        out["imageList"] = [{"data": PNG, "name": "fuzz"}]
+        out["imageList"] = [{"data": image, "name": "fuzz"}]
+    if "mask" in out:
+        out["mask"] = image
+    if "controlnet_input_images" in out:
+        out["controlnet_input_images"] = [image]
+    return out
+
+
+def _hostile(body: Any, image: str, text: str) -> Any:
+    """`body` with the hostile image wherever an image goes and the hostile text in its prompts."""
+    if not isinstance(body, dict):
+        return body
+    out = _with_image(body, image)
+    for key in ("prompt", "negative_prompt", "hr_prompt"):
+        if key in out or key == "prompt":
+            out[key] = text
     return out
 
 
@@ -161,8 +215,11 @@ def _operations(spec: dict[str, Any]) -> list[tuple[str, str, Any]]:
             else:
                 schema = content["schema"]
                 valid = from_schema(schema).map(_cap)
-                bodies = st.one_of(valid, valid.map(_with_image), JSON.map(_cap))
-                raw = st.binary(max_size=64).map(lambda b: {"content": b})
+                hostile = st.builds(_hostile, valid, HOSTILE_IMAGES, HOSTILE_TEXT)
+                bodies = st.one_of(valid, valid.map(_with_image), hostile, JSON.map(_cap))
+                raw = (st.binary(max_size=64) | HOSTILE_RAW).map(
+                    lambda b: {"content": b, "headers": {"Content-Type": "application/json"}}
+                )
                 kwargs = st.one_of(bodies.map(_json_body), raw)
             ops.append((method.upper(), path, st.tuples(path_s, kwargs)))
     return ops

@@ -11,7 +11,6 @@ import json
 import signal
 import struct
 import subprocess
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.helpers import start_serve, wait_for
-from tests.hostile import health_watched, rss_bytes
+from tests.hostile import health_watched, png_bomb, rss_bytes
 
 JSON = {"Content-Type": "application/json"}
 IMAGE_PIXELS = 512 * 512
@@ -72,21 +71,6 @@ def encoded(image: Image.Image, fmt: str = "PNG") -> str:
 
 def png(width: int, height: int) -> str:
     return encoded(Image.new("RGB", (width, height), (90, 120, 200)))
-
-
-def png_bomb(width: int, height: int, rows: int | None = None) -> str:
-    """A grayscale PNG of `width` x `height` zeros, compressed as it is written (never held decoded):
-    64 MP cost a few dozen KB. `rows` writes only that many (a truncated file with a true header)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    packer = zlib.compressobj(9)
-    row = bytes(1 + width)  # filter byte 0, then the row's zeros
-    data = b"".join(packer.compress(row) for _ in range(height if rows is None else rows)) + packer.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    raw = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
-    return base64.b64encode(raw).decode()
 
 
 def img2img(image: str) -> dict[str, object]:
