@@ -181,11 +181,14 @@ def test_hostile_shapes_give_their_memory_back(served: tuple[subprocess.Popen[by
     bomb = png_bomb(8000, 8000)
     big = png(500, 500)
     with health_watched(url):
-        for i in range(20):
+        for i in range(12):
             refused(post(url, "/sdapi/v1/txt2img", {"prompt": f"{i} " + "a" * 1_000_000}), "prompt")
             refused(post(url, "/sdapi/v1/img2img", img2img(bomb)), "init_images[0]")
             items = [{"data": big, "name": f"b{j}"} for j in range(MAX_IMAGES + 1)]
             refused(post(url, "/sdapi/v1/extra-batch-images", {"imageList": items}), "imageList[2].data")
             assert post(url, "/sdapi/v1/png-info", {"image": big}).status_code == 200
+            # Distinct long prompts, served: their schedules are cached within a byte bound.
+            long = {"prompt": f"[{i}:b:0.5] " + "word " * 600, "width": 64, "height": 64, "steps": 2}
+            assert post(url, "/sdapi/v1/txt2img", long).status_code == 200
     grown = rss_bytes(proc.pid) - before
     assert grown < 300 * 1024 * 1024, f"RSS grew {grown / 2**20:.0f} MB"
