@@ -20,7 +20,7 @@ from knsd.errors import LocalRuntimeError, UsageError
 from knsd.local.control import auth_header
 from knsd.local.frontend import redis_missing
 from knsd.local.runtime import DEFAULT_GATEWAY_ADDRESS
-from knsd.local.state import ServiceDir
+from knsd.local.state import ServiceDir, open_private
 from knsd.service.spec import ServiceSpec
 
 
@@ -117,12 +117,12 @@ def deploy(
             raise UsageError("--local-address", f"{host}:{port} is already in use")
         if spec.gateway and not _port_free(gw_host, gw_port):
             raise UsageError("--gateway-address", f"{gw_host}:{gw_port} is already in use")
-        check_writable(directory.root)  # state, logs and the tiny model live here
+        check_writable(directory.ensure())  # state, logs and the tiny model live here
         directory.write_state(
             {"name": spec.name, "address": f"{host}:{port}", "url": f"http://{host}:{port}", "spec": spec.to_json(),
              "config": config_pairs, "gateway_address": f"{gw_host}:{gw_port}"}
         )  # fmt: skip
-        with open(directory.log_file, "ab") as log:
+        with open_private(directory.log_file) as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "knsd.local.daemon", str(directory.root)],
                 stdout=log,

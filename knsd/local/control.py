@@ -12,7 +12,11 @@ import os
 import secrets
 from pathlib import Path
 
+from knsd.local.state import private_dir
+
 TOKEN_FILE = "control.token"
+# Where the token is, as error answers say it (never the path: the answer may go to a stranger).
+WHERE = "the knsd CLI of the user who deployed the service reads it from the service's state folder"
 GUARDED = frozenset({"update", "shutdown"})  # what changes or stops the service
 
 
@@ -22,8 +26,7 @@ def token_path(root: Path) -> Path:
 
 def create_token(root: Path) -> str:
     """A fresh token in `root/control.token`, readable by the owner only (0600 from the start)."""
-    root.mkdir(parents=True, exist_ok=True)
-    path = token_path(root)
+    path = token_path(private_dir(root))
     path.unlink(missing_ok=True)
     token = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 import time
@@ -27,6 +26,7 @@ from knsd.local.dashboard import Dashboard
 from knsd.local.proxy import forward, json_response
 from knsd.local.runtime import DEFAULT_GATEWAY_ADDRESS, INTERNAL, Runtime
 from knsd.local.state import ServiceDir
+from knsd.service.limits import MAX_BODY_BYTES
 from knsd.service.spec import ServiceSpec
 
 log = logging.getLogger("knsd.local")
@@ -46,7 +46,10 @@ async def _internal(
     if what in control.GUARDED:
         denied = control.check(request.headers.get("Authorization"), runtime.token)
         if denied is not None:
-            detail = f"{INTERNAL}{what} needs the control token in {control.token_path(runtime.dir.root)}"
+            # No path in the answer: whoever may use the token runs the knsd CLI, which knows where it is.
+            detail = (
+                f"{INTERNAL}{what} needs the control token (Authorization: Bearer TOKEN): {control.WHERE}"
+            )
             error = "Unauthorized" if denied == 401 else "Forbidden"
             return json_response({"error": error, "detail": detail}, status=denied)
     if (page := dashboard.respond(request, what)) is not None:
@@ -64,6 +67,14 @@ async def _internal(
             config = validate_config(parse_config(data.get("config", {})))
         except (ValueError, KeyError, TypeError, UsageError, ConfigError) as exc:
             return json_response({"error": "BadRequest", "detail": str(exc)}, status=400)
+        if spec.name != runtime.spec.name:
+            detail = (
+                f"metadata.name: this runtime serves {runtime.spec.name!r}, not {spec.name!r}; "
+                "a service is never renamed (deploy the other name as its own service)"
+            )
+            return json_response(
+                {"error": "Conflict", "field": "metadata.name", "detail": detail}, status=409
+            )
         try:
             rev = await runtime.deploy(spec, config)
         except UsageError as exc:
@@ -81,7 +92,8 @@ async def run(runtime: Runtime) -> int:
         connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30), auto_decompress=False
     )
     runtime.token = control.create_token(runtime.dir.root)
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    # The route reads its bodies itself (knsd.local.proxy.read_body); this bounds `/.knsd/update`'s.
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
     dashboard = Dashboard(runtime.status, runtime.metrics.registry)
 
     async def route(request: web.Request) -> web.StreamResponse:
@@ -102,7 +114,7 @@ async def run(runtime: Runtime) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runtime.stop.set)
-    runtime.dir.pid_file.write_text(str(os.getpid()))
+    runtime.dir.write_pid()
     log.info("route listening on %s", runtime.url)
     loops = [asyncio.create_task(runtime.metric_loop()), asyncio.create_task(runtime.tick_loop())]
     loops.append(asyncio.create_task(dashboard.run(runtime.stop)))

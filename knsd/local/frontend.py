@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import signal
 import sys
@@ -22,6 +21,7 @@ from typing import Any
 from knsd.errors import UsageError
 from knsd.local.pods import die_with_parent
 from knsd.local.revision import MAX_BACKOFF, log_tail
+from knsd.local.state import open_private, private_dir
 from knsd.service.gateway import gateway_flags
 from knsd.service.spec import ServiceSpec
 
@@ -62,8 +62,8 @@ class Child:
 
     async def _run(self) -> None:
         while not self._stopping:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.log_path, "ab") as out:
+            private_dir(self.log_path.parent)
+            with open_private(self.log_path) as out:
                 self.process = await asyncio.create_subprocess_exec(
                     *self.command, stdout=out, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
                     preexec_fn=die_with_parent if sys.platform == "linux" else None,
@@ -157,8 +157,7 @@ class Frontend:
             missing = redis_missing()
             if missing:
                 raise UsageError("--gateway", missing)
-            self.redis_dir.mkdir(parents=True, exist_ok=True)
-            os.chmod(self.redis_dir, 0o700)
+            private_dir(self.redis_dir)
             command, self._redis_url, probe = self._redis()
             self.redis = Child("redis", command, self.root / "redis.log", probe)
             self.redis.start()

@@ -21,6 +21,9 @@ from typing import Literal
 
 import aiohttp
 
+from knsd.local.state import open_private, private_dir
+from knsd.service.limits import MAX_BODY_MB
+
 log = logging.getLogger("knsd.local")
 PodState = Literal["pending", "ready", "terminating", "failed", "exited"]
 PROBE_PERIOD = 0.1  # the activator probes new pods every 200 ms; locally a little faster
@@ -123,9 +126,9 @@ class PodSet:
         name = f"{self.revision}-{self._seq:03d}"
         log_path = self.log_dir / f"{name}.log"
         port_file = self.log_dir / f"{name}.port"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(log_path.parent)
         port_file.unlink(missing_ok=True)
-        with open(log_path, "ab") as out:
+        with open_private(log_path) as out:
             # Port 0: the pod's kernel picks a free port when it binds and the pod reports it, so no other
             # process can take the port between choosing and binding it.
             process = await asyncio.create_subprocess_exec(
@@ -222,6 +225,8 @@ def pod_command(model: str, concurrency_limit: int, drain_timeout: float) -> lis
         str(10 * max(concurrency_limit, 1)),
         "--drain-timeout",
         str(drain_timeout),
+        "--max-body-mb",  # the route holds bodies to the same limit (knsd.local.proxy)
+        str(MAX_BODY_MB),
         "--log-level",
         "warning",
     ]

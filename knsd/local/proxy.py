@@ -16,6 +16,7 @@ from aiohttp import web
 from knsd.local.activator import BufferFull, BufferTimeout
 from knsd.local.revision import Revision
 from knsd.local.split import REVISION_HEADER, TAG_HEADER
+from knsd.service.limits import MAX_BODY_BYTES
 from knsd.service.spec import ServiceSpec
 
 HOP_BY_HOP = frozenset(
@@ -70,7 +71,15 @@ async def forward(request: web.Request, runtime: Route) -> web.StreamResponse:
     """Buffer at the activator until a pod has a free slot, then proxy the request to it; the answer is
     passed on chunk by chunk as the pod sends it (a stream of events arrives as it happens)."""
     started = time.monotonic()
-    body = await request.read()
+    body = await read_body(request, MAX_BODY_BYTES)
+    if body is None:
+        runtime.count(413, started)
+        # Refused before the rest is read; the connection closes rather than drain the remainder.
+        too_large = _error(
+            413, "PayloadTooLarge", f"request body is over the pods' limit of {MAX_BODY_BYTES} bytes"
+        )
+        too_large.force_close()
+        return too_large
     affinity = runtime.spec.effective_affinity == "cookie"
     pinned = request.cookies.get(runtime.spec.cookie_name) if affinity else None
     # Chosen after the body is read, with no await until the activator has the request: a revision
@@ -154,6 +163,20 @@ async def forward(request: web.Request, runtime: Route) -> web.StreamResponse:
         revision.activator.release(pod)
     runtime.count(status, started, revision.name)
     return response
+
+
+async def read_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it is known to exceed `limit` bytes: from Content-Length before
+    anything is read, else counted while reading (a chunked body), so an oversized one is never held."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 def json_response(data: object, status: int = 200) -> web.Response:

@@ -18,6 +18,7 @@ from knsd.knative.controller import TICK
 from knsd.local.frontend import Frontend
 from knsd.local.metrics import RuntimeMetrics
 from knsd.local.pods import Pod, PodSet, pod_command, pod_env
+from knsd.local.redact import public, public_spec
 from knsd.local.revision import Revision
 from knsd.local.split import Table, resolve, wanted
 from knsd.local.state import ServiceDir
@@ -250,7 +251,8 @@ class Runtime:
                     log.exception("tick of %s failed", rev.name)
 
     def status(self) -> dict[str, Any]:
-        """Everything `knsd status --local` and `knsd loadtest --local` need."""
+        """Everything `knsd status --local` and `knsd loadtest --local` need; open to anyone who reaches the
+        route, so the spec's environment shows names only and no secret-looking value appears."""
         serving = self.serving_revision()
         revisions = []
         for rev in self.revisions:
@@ -286,24 +288,27 @@ class Runtime:
             )
         current = next((r for r in revisions if serving and r["name"] == serving.name), None)
         current = current or (revisions[-1] if revisions else None)
-        return {
-            "name": self.spec.name,
-            "url": self.url,
-            "pid": os.getpid(),
-            "started": self.started,
-            "tick_origin": self.tick_origin,
-            "now": time.time(),
-            "ready": serving is not None,
-            "latest_revision": self.latest.name if self.latest else None,
-            "latest_ready_revision": serving.name if serving else None,
-            "current": current,
-            "traffic": self.table.to_json() if self.table else [],
-            "traffic_pending": self.traffic_reason,
-            "revisions": revisions,
-            "spec": self.spec.to_json(),
-            "annotations": self.latest.annotations if self.latest else {},
-            "gateway": self.frontend.status(),
-        }
+        shown: dict[str, Any] = public(
+            {
+                "name": self.spec.name,
+                "url": self.url,
+                "pid": os.getpid(),
+                "started": self.started,
+                "tick_origin": self.tick_origin,
+                "now": time.time(),
+                "ready": serving is not None,
+                "latest_revision": self.latest.name if self.latest else None,
+                "latest_ready_revision": serving.name if serving else None,
+                "current": current,
+                "traffic": self.table.to_json() if self.table else [],
+                "traffic_pending": self.traffic_reason,
+                "revisions": revisions,
+                "spec": public_spec(self.spec.to_json()),
+                "annotations": self.latest.annotations if self.latest else {},
+                "gateway": self.frontend.status(),
+            }
+        )
+        return shown
 
     def write_state(self) -> None:
         previous = self.dir.read_state() or {}

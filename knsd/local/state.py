@@ -1,13 +1,18 @@
-"""Files of the local runtime under the knsd cache: state, pid and logs, one folder per service."""
+"""Files of the local runtime under the knsd cache: state, pid and logs, one folder per service.
+
+They hold the spec (its environment may carry tokens) and the control token, so the folder is created
+0700 and every file in it 0600 from the moment it exists (never chmod-ed after being written).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from knsd.cache import cache_dir
 
@@ -38,11 +43,27 @@ class ServiceDir:
     def pods_dir(self) -> Path:
         return self.root / "pods"
 
+    def ensure(self) -> Path:
+        """The folder, made owner-only (0700); a folder left by an older knsd is tightened."""
+        private_dir(self.root.parent)
+        return private_dir(self.root)
+
     def write_state(self, state: dict[str, Any]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        os.replace(tmp, self.state_file)
+        self.ensure()
+        fd, tmp = tempfile.mkstemp(prefix="state.", suffix=".tmp", dir=self.root)  # 0600
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(json.dumps(state, indent=2))
+            os.replace(tmp, self.state_file)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def write_pid(self) -> None:
+        self.ensure()
+        with open_private(self.pid_file, "w") as out:
+            out.write(str(os.getpid()))
 
     def read_state(self) -> dict[str, Any] | None:
         try:
@@ -68,6 +89,26 @@ class ServiceDir:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def private_dir(path: Path) -> Path:
+    """`path` created 0700 (its missing parents as usual); an existing one is made owner-only too."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def open_private(path: Path, mode: str = "ab") -> IO[Any]:
+    """Open `path` for writing ("w", "wb", "a" or "ab"), created 0600 (an existing file is made 0600)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode.startswith("a") else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, mode)
 
 
 def _is_runtime(pid: int) -> bool:
