@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from knsd.cache import check_writable
+from knsd.cache import cache_error, check_writable
 from knsd.errors import LocalRuntimeError, UsageError
 from knsd.local.control import auth_header
 from knsd.local.frontend import redis_missing
@@ -117,7 +117,11 @@ def deploy(
             raise UsageError("--local-address", f"{host}:{port} is already in use")
         if spec.gateway and not _port_free(gw_host, gw_port):
             raise UsageError("--gateway-address", f"{gw_host}:{gw_port} is already in use")
-        check_writable(directory.ensure())  # state, logs and the tiny model live here
+        try:
+            directory.ensure()  # owner-only: the state holds the spec's environment
+        except OSError as exc:
+            raise cache_error(directory.root, exc) from None
+        check_writable(directory.root)  # state, logs and the tiny model live here
         directory.write_state(
             {"name": spec.name, "address": f"{host}:{port}", "url": f"http://{host}:{port}", "spec": spec.to_json(),
              "config": config_pairs, "gateway_address": f"{gw_host}:{gw_port}"}
