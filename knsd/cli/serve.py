@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from knsd.errors import KnsdError
+from knsd.service.limits import MAX_BODY_MB
 
 
 class DeviceChoice(StrEnum):
@@ -74,7 +75,7 @@ def serve(
         300.0, "--drain-timeout", min=0.0, help="Seconds to finish work after SIGTERM."
     ),
     max_body_mb: float = typer.Option(
-        32.0, "--max-body-mb", min=0.001, help="Largest request body in MiB (413 above)."
+        float(MAX_BODY_MB), "--max-body-mb", min=0.001, help="Largest request body in MiB (413 above)."
     ),
     max_pixels: int = typer.Option(
         1536 * 1536, "--max-pixels", min=64 * 64, help="Largest width x height (422 above)."

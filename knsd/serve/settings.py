@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from knsd.service.limits import MAX_BODY_BYTES
+
 Device = Literal["auto", "cpu", "cuda"]
 DType = Literal["auto", "float16", "bfloat16", "float32"]
 
@@ -23,7 +25,7 @@ class ServeSettings:
     max_queue: int = 10
     # Knative's terminationGracePeriodSeconds equals the revision timeout (300 s by default).
     drain_timeout: float = 300.0
-    max_body_bytes: int = 32 * 1024 * 1024
+    max_body_bytes: int = MAX_BODY_BYTES  # shared with the local route (knsd.service.limits)
     max_pixels: int = 1536 * 1536
     max_prompt_chars: int = 10_000  # per prompt field (knsd.serve.api.limits)
     max_extra_networks: int = 32  # <lora:...> and other tags per request
