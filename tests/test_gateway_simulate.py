@@ -9,7 +9,8 @@ from pathlib import Path
 from knsd.knative.config import AutoscalerConfig
 from knsd.service.spec import ServiceSpec
 from knsd.simulate.dist import Distribution
-from knsd.simulate.simulation import SimResult, Simulation
+from knsd.simulate.result import SimResult
+from knsd.simulate.simulation import Simulation
 from knsd.simulate.workload import poisson
 from tests.local_helpers import knsd
 

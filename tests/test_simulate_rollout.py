@@ -7,7 +7,8 @@ from pathlib import Path
 from knsd.knative.config import AutoscalerConfig
 from knsd.service.spec import ServiceSpec
 from knsd.simulate.dist import Distribution
-from knsd.simulate.simulation import Rollout, Simulation
+from knsd.simulate.result import Rollout
+from knsd.simulate.simulation import Simulation
 from knsd.simulate.workload import Workload
 from tests.local_helpers import knsd
 

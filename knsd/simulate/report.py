@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from knsd.simulate.simulation import SimResult
+from knsd.simulate.result import SimResult
 
 
 def percentile(sorted_values: list[float], p: float) -> float:

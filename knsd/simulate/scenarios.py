@@ -11,7 +11,8 @@ from knsd.knative.validation import validate_annotations
 from knsd.service.gateway import max_inflight
 from knsd.service.spec import ServiceSpec
 from knsd.simulate.dist import Distribution
-from knsd.simulate.simulation import Rollout, SimResult, Simulation
+from knsd.simulate.result import Rollout, SimResult
+from knsd.simulate.simulation import Simulation
 from knsd.simulate.workload import Workload
 
 # Sweepable spec knobs: flag name -> (ServiceSpec field, type)

@@ -12,108 +12,17 @@ import heapq
 import math
 import random
 from collections import deque
-from dataclasses import dataclass, field
 
 from knsd.knative.config import AutoscalerConfig
 from knsd.knative.controller import SCRAPE, TICK, ScalingController
-from knsd.knative.meter import ConcurrencyMeter
-from knsd.knative.routing import BufferFull, Router
+from knsd.knative.routing import BufferFull
 from knsd.service.spec import ServiceSpec
 from knsd.simulate.dist import Distribution, Replay
+from knsd.simulate.entities import SimPod, SimRequest, SimRevision
+from knsd.simulate.result import Rollout, SimResult, gpus_per_pod
 from knsd.simulate.workload import Workload
 
 DONE, READY, TIMEOUT, ROLLOUT, RETIRE = 0, 1, 2, 3, 4
-BUFFER_LIMIT = 10_000  # Knative's activator queue depth
-
-
-@dataclass(eq=False, slots=True)
-class SimPod:
-    name: str
-    created: float
-    state: str = "pending"  # pending, ready, terminating, gone
-    ready_at: float | None = None
-    gone_at: float | None = None
-    inflight: int = 0
-    max_inflight: int = 0
-    served: int = 0
-    revision: SimRevision = field(default=None, repr=False)  # type: ignore[assignment]
-
-
-@dataclass(eq=False, slots=True)
-class SimRequest:
-    arrival: float
-    revision: SimRevision = field(default=None, repr=False)  # type: ignore[assignment]
-    pinned: str | None = None
-    start: float | None = None
-    end: float | None = None
-    status: int = 0
-    cold: bool = False
-    dispatched: float | None = None  # when it reached the route (after the gateway's queue, if any)
-
-
-@dataclass
-class SimResult:
-    """Everything one simulated run produced."""
-
-    latencies: list[float]  # successful requests, seconds from arrival to response
-    cold: int
-    statuses: dict[int, int]
-    pods: list[SimPod]
-    samples: list[tuple[float, int, int, int, int]]  # (t, ready, pending, desired, buffered), one per second
-    end: float
-    gpu_hours: float
-    zero_at: list[float] = field(default_factory=list)  # moments the last pod went away
-    events: list[tuple[float, str]] = field(default_factory=list)  # a rollout's steps
-    by_revision: dict[str, int] = field(default_factory=dict)  # successful requests per revision
-    gateway: int | None = None  # the gateway's in-flight bound, when a gateway queues in front of the route
-    queue: list[tuple[float, int]] = field(
-        default_factory=list
-    )  # (t, jobs waiting at the gateway), per second
-
-    @property
-    def max_queue(self) -> int:
-        return max((waiting for _, waiting in self.queue), default=0)
-
-    @property
-    def requests(self) -> int:
-        return sum(self.statuses.values())
-
-    @property
-    def max_pods(self) -> int:
-        return max((ready for _, ready, _, _, _ in self.samples), default=0)
-
-
-def gpus_per_pod(spec: ServiceSpec) -> float:
-    if spec.effective_gpu:
-        return float(spec.effective_gpu)
-    if spec.qgpu_core is not None or spec.profile == "tke":
-        return (spec.qgpu_core if spec.qgpu_core is not None else 50) / 100
-    return 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Rollout:
-    """At `at` seconds a new revision is created; once Ready it gets `percent` of the traffic."""
-
-    at: float
-    percent: int = 100
-
-
-class SimRevision:
-    """One revision: its autoscaler, activator routing and concurrency meter, and its live pods."""
-
-    def __init__(self, name: str, sim: Simulation, created: float) -> None:
-        spec = sim.spec
-        self.name = name
-        self.created = created
-        self.controller = ScalingController(
-            spec.template_annotations(), spec.concurrency_limit, sim.config, created
-        )
-        self.meter = ConcurrencyMeter(clock=lambda: sim.t)
-        self.router: Router[SimPod, SimRequest] = Router(spec.concurrency_limit, BUFFER_LIMIT, sim._assign)
-        self.live: list[SimPod] = []  # pending or ready
-        self.ready_at: float | None = None
-        self.retired = False  # no traffic any more: no autoscaling, its pods go (see Simulation._cut_over)
 
 
 class Simulation:
@@ -153,7 +62,7 @@ class Simulation:
         self.events: list[tuple[float, str]] = []
         self.next_tick, self.next_scrape = first_tick, first_scrape
         self.rollout = rollout
-        self.revisions = [SimRevision(f"{spec.name}-00001", self, 0.0)]
+        self.revisions = [SimRevision(f"{spec.name}-00001", spec, config, 0.0, self._now, self._assign)]
         self.split: list[tuple[SimRevision, int]] = [(self.revisions[0], 100)]
         self._current: dict[str, int] = {}
 
@@ -207,6 +116,9 @@ class Simulation:
         best = max(self.split, key=lambda rw: self._current[rw[0].name])[0]
         self._current[best.name] -= total
         return best
+
+    def _now(self) -> float:
+        return self.t
 
     def _assign(self, req: SimRequest, pod: SimPod) -> None:
         req.start = self.t
@@ -284,7 +196,14 @@ class Simulation:
     def _start_rollout(self) -> None:
         """Knative creates the new revision at its initial scale; traffic stays put until it is Ready."""
         assert self.rollout is not None
-        rev = SimRevision(f"{self.spec.name}-{len(self.revisions) + 1:05d}", self, self.t)
+        rev = SimRevision(
+            f"{self.spec.name}-{len(self.revisions) + 1:05d}",
+            self.spec,
+            self.config,
+            self.t,
+            self._now,
+            self._assign,
+        )
         self.revisions.append(rev)
         self.events.append((self.t, f"revision {rev.name} created"))
         replicas = rev.controller.start()
