@@ -251,3 +251,49 @@ def test_progress_is_relayed_from_the_streamed_upstream_into_the_job(
     assert [p["state"]["sampling_step"] for p in running] == sorted(
         p["state"]["sampling_step"] for p in running
     )
+
+
+def _edit_image() -> bytes:
+    import io
+
+    from PIL import Image
+
+    image = Image.new("RGBA", (64, 64), (200, 60, 30, 255))
+    image.paste((0, 0, 0, 0), (16, 16, 48, 48))  # the transparent square is what the edit repaints
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_openai_edits_are_jobs_through_the_same_queue(
+    cache: Path, redis: Redis, upstream: str, tmp_path: Path
+) -> None:
+    """`/v1/images/edits` (multipart) is queued like the JSON routes: answered synchronously to OpenAI's own
+    client with the pod's pixels, or as an async job; a streamed edit is refused by name."""
+    import openai
+
+    fields = {"prompt": "a cat", "size": "64x64", "steps": "2", "seed": "5"}
+    files = {"image": ("in.png", _edit_image(), "image/png")}
+    with gateway(cache, upstream, redis.url, tmp_path / "gw.log", "--redis-prefix", prefix()) as gw:
+        client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+        result = client.images.edit(
+            image=("in.png", _edit_image()), prompt="a cat", size="64x64", extra_body={"steps": 2, "seed": 5}
+        )
+        queued = httpx.post(
+            gw.url + "/v1/images/edits",
+            data=fields,
+            files=files,
+            headers={"Prefer": "respond-async"},
+            timeout=60,
+        )
+        assert queued.status_code == 202, queued.text
+        done = wait_job(gw.url, queued.json()["id"])
+        streamed = httpx.post(
+            gw.url + "/v1/images/edits", data={**fields, "stream": "true"}, files=files, timeout=60
+        )
+        direct = httpx.post(upstream + "/v1/images/edits", data=fields, files=files, timeout=120)
+    assert result.data is not None and len(result.data) == 1
+    assert done["status"] == "succeeded" and done["route"] == "/v1/images/edits"
+    assert done["result"]["data"][0]["b64_json"] == direct.json()["data"][0]["b64_json"]
+    assert result.data[0].b64_json == direct.json()["data"][0]["b64_json"]
+    assert streamed.status_code == 422 and streamed.json()["field"] == "stream"

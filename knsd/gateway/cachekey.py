@@ -17,12 +17,14 @@ from typing import Any
 from knsd.errors import BadRequest, InvalidField
 
 TXT2IMG, IMG2IMG, OPENAI = "/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/v1/images/generations"
+EDITS = "/v1/images/edits"  # multipart/form-data: queued and forwarded as sent, never cached
 # POST routes that run a model on a pod: queued as jobs, bounded in flight, retried.
 JOB_ROUTES = frozenset(
     {
         TXT2IMG,
         IMG2IMG,
         OPENAI,
+        EDITS,
         "/sdapi/v1/extra-single-image",
         "/sdapi/v1/extra-batch-images",
         "/controlnet/detect",
@@ -34,21 +36,51 @@ STREAMED = frozenset({TXT2IMG, IMG2IMG})
 _HASH = re.compile(r"\[([0-9a-fA-F]{8,64})\]\s*$")
 
 
-def parse_body(route: str, body: bytes) -> dict[str, Any]:
-    """The JSON object of a generation request (400 when it is not one); OpenAI's `stream` is refused."""
+def parse_body(route: str, body: bytes, content_type: str = "application/json") -> dict[str, Any]:
+    """The JSON object of a generation request (400 when it is not one), or the text fields of an edit's
+    form; OpenAI's `stream` is refused."""
+    if route == EDITS:
+        return _refuse_stream(form_fields(body, content_type))
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest(f"request body must be a JSON object, got {type(data).__name__}")
-    if route == OPENAI and data.get("stream") not in (None, False):
+    return _refuse_stream(data) if route == OPENAI else data
+
+
+def _refuse_stream(data: dict[str, Any]) -> dict[str, Any]:
+    if data.get("stream") not in (None, False, "false", "False", "0"):
         raise InvalidField(
             "stream",
             "false through the gateway (send Prefer: respond-async and follow GET /jobs/ID for progress)",
             data.get("stream"),
         )
     return data
+
+
+def form_fields(body: bytes, content_type: str) -> dict[str, Any]:
+    """The text fields of a multipart/form-data body (files left out); 400 when it is not one."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    if not content_type.lower().startswith("multipart/form-data") or "boundary=" not in content_type:
+        raise BadRequest(
+            f"request body must be multipart/form-data, got {content_type or 'no Content-Type'!r}"
+        )
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+    )
+    if not message.is_multipart():
+        raise BadRequest("malformed multipart/form-data body")
+    fields: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if isinstance(name, str) and part.get_filename() is None:
+            payload = part.get_payload(decode=True)
+            fields[name] = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+    return fields
 
 
 def _fixed(value: Any) -> bool:
@@ -83,11 +115,11 @@ async def key_of(route: str, data: dict[str, Any], model: str, tag: str, size: i
     return await asyncio.to_thread(cache_key, route, data, model, tag)
 
 
-async def parse_off_loop(route: str, body: bytes) -> dict[str, Any]:
+async def parse_off_loop(route: str, body: bytes, content_type: str = "application/json") -> dict[str, Any]:
     """`parse_body`, in a worker thread for a large body."""
     if len(body) < OFF_LOOP_BYTES:
-        return parse_body(route, body)
-    return await asyncio.to_thread(parse_body, route, body)
+        return parse_body(route, body, content_type)
+    return await asyncio.to_thread(parse_body, route, body, content_type)
 
 
 def model_id(checkpoint_title: str) -> str:

@@ -59,7 +59,7 @@ async def generation(request: web.Request) -> web.StreamResponse:
     if wait is not None:
         gw.metrics.rejected.labels(tenant, "rate").inc()
         raise TooManyRequests(f"tenant {tenant!r} is over its rate of {policy.rate:g}/s", retry_after=wait)
-    data = await parse_off_loop(route, body)
+    data = await parse_off_loop(route, body, request.headers.get("Content-Type", "application/json"))
     asynchronous = prefers_async(request.headers.get("Prefer"))
     if not asynchronous:
         verdict = await gw.breaker.peek()
