@@ -143,6 +143,29 @@ def test_keep_alive_comments_fill_the_silence() -> None:
     assert got[0] == Event(":", "knsd stream") and got[-1] == Event("result", {"done": True})
 
 
+def test_a_step_reported_as_the_job_ends_does_not_hold_the_stream_open() -> None:
+    """The pipeline's last step report lands in the loop turn in which the job ends and the pump is
+    cancelled: the stream still ends with its result. (Python 3.11's `asyncio.wait_for` returned the
+    finished wait and dropped the cancellation then; the pump kept sending keep-alives to a finished
+    request, which hung until a proxy's timeout cut it.)"""
+
+    async def job(feed: Any) -> list[bytes]:
+        feed.notify()  # the step report, as the pipeline thread sends it
+        await asyncio.sleep(0)  # the report reaches the loop and wakes the pump's wait...
+        await asyncio.sleep(0)  # ...which finishes; the pump has not run yet when the job returns
+        return [sse.event("result", {"done": True})]
+
+    for _ in range(5):
+        with running(_stream_app(job, keepalive=0.05)) as base:
+            with httpx.stream("POST", base + "/", timeout=10) as response:
+                got = []
+                for event in events(response):  # a hung stream sends keep-alives for ever: stop at 40
+                    got.append(event)
+                    if got.count(Event(":", "keep-alive")) >= 40:
+                        break
+        assert got[-1] == Event("result", {"done": True}), got[-3:]
+
+
 def test_an_error_after_the_start_is_an_error_event() -> None:
     async def job(feed: Any) -> list[bytes]:
         raise Unavailable("server is shutting down", retry_after=1)

@@ -127,7 +127,8 @@ class Dispatcher:
             return state == "closed"
         self._breaker_moved.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._breaker_moved.wait(), max(0.05, min(verdict.wait, 1.0)))
+            async with asyncio.timeout(max(0.05, min(verdict.wait, 1.0))):  # not wait_for (3.11 cancel)
+                await self._breaker_moved.wait()
         return False
 
     async def _renew(self, token: str) -> None:

@@ -76,7 +76,8 @@ async def _work(state: GatewayState, stop: asyncio.Event) -> None:
         except (RedisError, OSError) as exc:
             log.warning("waiting for redis at %s: %s", state.settings.redis_url, exc)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await stop.wait()
     if not stop.is_set():
         await state.dispatcher.run()
 

@@ -61,7 +61,8 @@ class Slots:
             if int(taken) == 1:
                 return token
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.freed.wait(), poll)
+                async with asyncio.timeout(poll):  # not wait_for: it can drop a cancellation on 3.11
+                    await self.freed.wait()
         return None
 
     async def renew(self, token: str) -> bool:

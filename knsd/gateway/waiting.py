@@ -109,7 +109,8 @@ async def _wait(
             if left <= 0:
                 raise GatewayTimeout(f"no answer within --sync-timeout {gw.settings.sync_timeout:g}s")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), min(1.0, left))
+                async with asyncio.timeout(min(1.0, left)):  # not wait_for: it can drop a cancellation
+                    await changed.wait()
 
 
 async def _reply(

@@ -311,7 +311,8 @@ class Requester:
             delay = intended - time.perf_counter()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._stop.wait()
                 if self._stop.is_set():
                     break
             task = asyncio.create_task(self._request(intended))

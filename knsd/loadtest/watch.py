@@ -157,5 +157,6 @@ async def watch(
     while not done.is_set():
         report.observe(clock(), await source.pods())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), period)
+            async with asyncio.timeout(period):
+                await done.wait()
     report.observe(clock(), await source.pods())

@@ -73,7 +73,8 @@ class Activator:
             if waiter.future.done():
                 return waiter.future.result()
             try:
-                return await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: it can drop a cancellation on 3.11
+                    return await asyncio.shield(waiter.future)
             except TimeoutError:
                 if _granted(waiter.future):
                     return waiter.future.result()  # a slot arrived at the last moment

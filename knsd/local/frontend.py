@@ -72,7 +72,8 @@ class Child:
             exited = asyncio.create_task(self.process.wait())
             while not exited.done() and not self.ready:
                 with contextlib.suppress(OSError, asyncio.TimeoutError):
-                    self.ready = await asyncio.wait_for(self.probe(), 2)
+                    async with asyncio.timeout(2):
+                        self.ready = await self.probe()
                 if not self.ready:
                     await asyncio.wait([exited], timeout=0.1)
             if self.ready:
@@ -94,7 +95,8 @@ class Child:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(process.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await process.wait()
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()

@@ -138,7 +138,8 @@ async def forward(request: web.Request, runtime: Route) -> web.StreamResponse:
             last_byte = time.monotonic()
             while True:
                 wait = deadlines.left(time.monotonic(), last_byte)
-                chunk = await asyncio.wait_for(upstream.content.readany(), max(wait, 0.001))
+                async with asyncio.timeout(max(wait, 0.001)):  # not wait_for: it can drop a cancellation
+                    chunk = await upstream.content.readany()
                 if not chunk:
                     break
                 await response.write(chunk)

@@ -64,7 +64,8 @@ class Admission:
         """Stop admitting; wait until running and queued jobs are done. False if the timeout passed."""
         self.draining = True
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
         except TimeoutError:
             return False
         return True

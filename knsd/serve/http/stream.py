@@ -62,8 +62,11 @@ class Feed:
 
     async def next(self, timeout: float) -> list[str] | None:
         """Wait for the job to move on: the previews drawn since the last call, or None after `timeout`."""
+        # Not asyncio.wait_for: on Python 3.11 it returns a wait that finished in the turn the task was
+        # cancelled and drops the cancellation, and the stream's pump would never stop.
         try:
-            await asyncio.wait_for(self._moved.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._moved.wait()
         except TimeoutError:
             return None
         self._moved.clear()
