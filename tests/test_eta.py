@@ -140,3 +140,29 @@ def test_sampler_fields_are_validated_by_name() -> None:
     assert (
         parse_txt2img({**BASE, "sampler_name": "LMS", "s_churn": 0.5}, BUDGET).sampler_params.s_churn == 0.0
     )
+
+
+def test_a_second_engine_on_a_used_model_starts_from_the_checkpoints_scheduler(tiny_model: Any) -> None:
+    """A pass replaces the pipeline's scheduler; an engine built on the model afterwards still builds its
+    schedulers from the checkpoint's config (it took the last pass's exponential flag into a Karras
+    schedule, which diffusers refuses)."""
+    Engine(tiny_model).generate(
+        parse_txt2img({**BASE, "sampler_name": "DPM++ 2M", "scheduler": "Exponential"}, BUDGET)
+    )
+    out = Engine(tiny_model).generate(parse_txt2img({**BASE, "sampler_name": "DPM++ 2M Karras"}, BUDGET))
+    assert len(out.images) == 1
+    assert not Engine(tiny_model).passes.base_config.get("use_exponential_sigmas")
+
+
+@pytest.mark.parametrize("churn", [1.0, 12293804.0])
+def test_churn_past_the_largest_sigma_runs_every_step_once(engine: Engine, churn: float) -> None:
+    """sigma_hat above the largest trained sigma maps to the last timestep again; the steps still run in
+    order (diffusers' search by timestep started a step late and indexed past the sigmas: a 500)."""
+    req = parse_txt2img({**BASE, "sampler_name": "Euler", "s_churn": churn, "s_tmin": 5, "steps": 50}, BUDGET)
+    steps: list[int] = []
+    engine.progress.listener = lambda: steps.append(engine.progress.sampling_step)
+    try:
+        out = engine.generate(req)
+    finally:
+        engine.progress.listener = None
+    assert len(out.images) == 1 and max(steps) == 50

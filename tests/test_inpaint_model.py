@@ -16,12 +16,12 @@ import pytest
 from PIL import Image
 from safetensors.torch import save_file
 
+from knsd.bench.ldm import pipeline_to_ldm
 from knsd.serve.http.app import create_app
 from knsd.serve.models.families.detect import detect, read_shapes
 from knsd.serve.models.loader import load_model
 from knsd.serve.settings import ServeSettings
 from tests.helpers import running, start_serve, wait_for
-from tests.ldm_checkpoint import pipeline_to_ldm
 from tests.test_inpaint import BASE, b64, change, picture, square_mask
 
 

@@ -77,7 +77,7 @@ class Passes:
         self.progress = progress
         self.on_step = on_step
         self.schedulers: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
-        self.base_config = model.txt2img.scheduler.config
+        self.base_config = model.scheduler_config
         self.interrupt_flag = threading.Event()
         self.skip_flag = threading.Event()  # /sdapi/v1/skip: end the current batch, go on with the next
         self.stop: threading.Event | None = None  # the running request's own interrupt (client gone)

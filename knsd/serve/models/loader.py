@@ -48,6 +48,12 @@ class LoadedModel:
     after_ready: AfterReady | None = None
     loaded_from: str = "folder"  # "converted", "original" (a single file) or "folder"
     timeline: Timeline = field(default_factory=Timeline)
+    # The checkpoint's own scheduler config, as loaded: every pass builds its scheduler from it, never from
+    # the pipeline's current scheduler, which the last pass replaced (its Karras/exponential flags with it).
+    scheduler_config: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scheduler_config = dict(self.txt2img.scheduler.config)
 
     @property
     def sha256(self) -> str | None:

@@ -144,6 +144,12 @@ class Euler(_diffusers.EulerDiscreteScheduler):
         super().set_begin_index(begin_index)
         self._churn_from(begin_index)  # img2img: gamma counts the steps that run
 
+    def _init_step_index(self, timestep: float | torch.Tensor) -> None:
+        # Steps run in order from the begin index (as k-diffusion counts them): churned timesteps can
+        # repeat (sigma_hat past the largest trained sigma maps to the last timestep), so diffusers' search
+        # for the step by its timestep would start a step late and run past the end.
+        self._step_index = self.begin_index if self.begin_index is not None else 0
+
     def _churn_from(self, begin: int) -> None:
         """sigma_hat per step and the model timesteps that go with them, written into `timesteps` in
         place (pipelines iterate views of it)."""
