@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from knsd.local.activator import BufferFull, BufferTimeout
+from knsd.local.pods import Pod
 from knsd.local.revision import Revision
 from knsd.local.split import REVISION_HEADER, TAG_HEADER
 from knsd.service.limits import MAX_BODY_BYTES
@@ -92,78 +93,100 @@ async def forward(request: web.Request, runtime: Route) -> web.StreamResponse:
     if revision.poke_needed():
         revision.poke()
         asyncio.create_task(revision.tick())
-    try:
-        pod = await revision.activator.acquire(pinned, deadlines.left(time.monotonic(), None))
-    except BufferFull:
-        runtime.count(503, started, revision.name)
-        return _error(503, "Unavailable", "pending request queue full")
-    except BufferTimeout:
-        runtime.count(504, started, revision.name)
-        return _error(504, "GatewayTimeout", "activator request timeout")
-    except ConnectionAbortedError:
-        runtime.count(503, started, revision.name)
-        return _error(503, "Unavailable", "the service is being deleted")
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
     if "Host" in request.headers:  # as Knative's activator and queue-proxy: the pod sees the route's Host
         headers["Host"] = request.headers["Host"]
     response: web.StreamResponse | None = None
     status = 502
-    try:
-        # A client that leaves cancels this handler (handler_cancellation): leaving the block closes the
-        # connection to the pod, which gives up the request's work there as well.
-        async with contextlib.AsyncExitStack() as stack:
-            async with asyncio.timeout(deadlines.left(time.monotonic(), None)):
-                upstream = await stack.enter_async_context(
-                    runtime.session.request(
-                        request.method,
-                        pod.url + request.path_qs,
-                        headers=headers,
-                        data=body,
-                        timeout=aiohttp.ClientTimeout(total=None),
-                        allow_redirects=False,
-                    )
-                )
-            status = upstream.status
-            out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
-            response = web.StreamResponse(status=status, headers=out_headers)
-            if upstream.content_length is not None:
-                response.content_length = upstream.content_length
-            response.headers[POD_HEADER] = pod.name
-            response.headers[REVISION_HEADER] = revision.name
-            if spec.effective_affinity == "cookie":
-                response.set_cookie(
-                    spec.cookie_name, pod.name, max_age=spec.cookie_timeout, path="/", httponly=True
-                )
-            await response.prepare(request)
-            last_byte = time.monotonic()
-            while True:
-                wait = deadlines.left(time.monotonic(), last_byte)
-                async with asyncio.timeout(max(wait, 0.001)):  # not wait_for: it can drop a cancellation
-                    chunk = await upstream.content.readany()
-                if not chunk:
-                    break
-                await response.write(chunk)
-                last_byte = time.monotonic()
-            await response.write_eof()
-    except TimeoutError:
-        status = 504
-        if response is None:
+    for attempt in range(2):  # a second time only when the first pod was gone before it was reached
+        try:
+            pod = await revision.activator.acquire(pinned, deadlines.left(time.monotonic(), None))
+        except BufferFull:
+            runtime.count(503, started, revision.name)
+            return _error(503, "Unavailable", "pending request queue full")
+        except BufferTimeout:
             runtime.count(504, started, revision.name)
-            return _error(504, "GatewayTimeout", f"request timeout (pod {pod.name})")
-        # The answer had started: as queue-proxy, the timer ends the response where it is.
-        log.warning("request to pod %s timed out after its answer started; cut", pod.name)
-    except (aiohttp.ClientError, OSError) as exc:
-        if response is None:
-            runtime.count(502, started, revision.name)
-            detail = f"pod {pod.name} failed while handling the request: {type(exc).__name__}: {exc}"
-            failed = _error(502, "BadGateway", detail)
-            failed.headers[POD_HEADER], failed.headers[REVISION_HEADER] = pod.name, revision.name
-            return failed
-        log.warning("request to pod %s ended early: %s: %s", pod.name, type(exc).__name__, exc)
-    finally:
-        revision.activator.release(pod)
+            return _error(504, "GatewayTimeout", "activator request timeout")
+        except ConnectionAbortedError:
+            runtime.count(503, started, revision.name)
+            return _error(503, "Unavailable", "the service is being deleted")
+        response, status, again = None, 502, False
+        try:
+            # A client that leaves cancels this handler (handler_cancellation): leaving the block closes the
+            # connection to the pod, which gives up the request's work there as well.
+            async with contextlib.AsyncExitStack() as stack:
+                async with asyncio.timeout(deadlines.left(time.monotonic(), None)):
+                    upstream = await stack.enter_async_context(
+                        runtime.session.request(
+                            request.method,
+                            pod.url + request.path_qs,
+                            headers=headers,
+                            data=body,
+                            timeout=aiohttp.ClientTimeout(total=None),
+                            allow_redirects=False,
+                        )
+                    )
+                status = upstream.status
+                out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+                response = web.StreamResponse(status=status, headers=out_headers)
+                if upstream.content_length is not None:
+                    response.content_length = upstream.content_length
+                response.headers[POD_HEADER] = pod.name
+                response.headers[REVISION_HEADER] = revision.name
+                if spec.effective_affinity == "cookie":
+                    response.set_cookie(
+                        spec.cookie_name, pod.name, max_age=spec.cookie_timeout, path="/", httponly=True
+                    )
+                await response.prepare(request)
+                last_byte = time.monotonic()
+                while True:
+                    wait = deadlines.left(time.monotonic(), last_byte)
+                    async with asyncio.timeout(max(wait, 0.001)):  # not wait_for: it can drop a cancellation
+                        chunk = await upstream.content.readany()
+                    if not chunk:
+                        break
+                    await response.write(chunk)
+                    last_byte = time.monotonic()
+                await response.write_eof()
+        except TimeoutError:
+            status = 504
+            if response is None:
+                runtime.count(504, started, revision.name)
+                return _error(504, "GatewayTimeout", f"request timeout (pod {pod.name})")
+            # The answer had started: as queue-proxy, the timer ends the response where it is.
+            log.warning("request to pod %s timed out after its answer started; cut", pod.name)
+        except (aiohttp.ClientError, OSError) as exc:
+            if response is None and attempt == 0 and await _gone_before_it_connected(pod, exc):
+                # Nothing reached the pod (it died before the runtime noticed): send the request elsewhere.
+                log.warning("pod %s is gone; its request goes to another pod", pod.name)
+                revision.activator.remove_pod(pod)
+                again = True
+            elif response is None:
+                runtime.count(502, started, revision.name)
+                detail = f"pod {pod.name} failed while handling the request: {type(exc).__name__}: {exc}"
+                failed = _error(502, "BadGateway", detail)
+                failed.headers[POD_HEADER], failed.headers[REVISION_HEADER] = pod.name, revision.name
+                return failed
+            else:
+                log.warning("request to pod %s ended early: %s: %s", pod.name, type(exc).__name__, exc)
+        finally:
+            revision.activator.release(pod)
+        if not again:
+            break
+    assert response is not None  # every way out of the loop without an answer returned one
     runtime.count(status, started, revision.name)
     return response
+
+
+async def _gone_before_it_connected(pod: Pod, exc: BaseException) -> bool:
+    """Whether a connection to `pod` was refused because its process has exited (waited for a moment:
+    the runtime reaps it), so the request never reached it."""
+    if not isinstance(exc, aiohttp.ClientConnectorError):
+        return False
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(1.0):
+            await pod.process.wait()
+    return pod.process.returncode is not None
 
 
 async def read_body(request: web.Request, limit: int) -> bytes | None:
