@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -105,3 +106,19 @@ def start_serve(cache: Path, *args: str, log: Path | None = None) -> tuple[subpr
         stderr=subprocess.STDOUT,
     )
     return proc, f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def served(cache: Path, *args: str, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`knsd serve` as a real process, ready; stopped on exit (SIGINT twice: no drain wait, else killed)."""
+    proc, url = start_serve(cache, *args, log=log)
+    try:
+        wait_for(url + "/readyz", 180)
+        yield proc, url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

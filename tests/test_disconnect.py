@@ -4,7 +4,6 @@ progress is counted in the denoising steps the server ran (its metrics), never t
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import start_serve, wait_for
+from tests.helpers import served
 from tests.hostile import health_watched, hold_request, metric
 
 LONG = {"prompt": "long", "width": 256, "height": 256, "steps": 150, "n_iter": 8}  # 1,200 steps
@@ -24,17 +23,8 @@ IMAGES = "knsd_images_generated_total"
 @pytest.fixture(scope="module")
 def server(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("disconnect") / "serve.log"
-    proc, url = start_serve(cache, "--model", "tiny", "--max-queue", "2", log=log)
-    try:
-        wait_for(url + "/readyz", 180)
+    with served(cache, "--model", "tiny", "--max-queue", "2", log=log) as (_, url):
         yield url
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except Exception:
-            proc.kill()
 
 
 def _until(condition: Callable[[], bool], seconds: float = 120) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.helpers import start_serve, wait_for
+from tests.helpers import served
 from tests.hostile import health_watched
 
 SMALL = {"prompt": "x", "width": 64, "height": 64, "steps": 2}
@@ -24,19 +23,11 @@ JSON = {"Content-Type": "application/json"}
 @pytest.fixture(scope="module")
 def server(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("hostile") / "serve.log"
-    proc, url = start_serve(
-        cache, "--max-pixels", str(256 * 256), "--allowed-hosts", "127.0.0.1,localhost", log=log
-    )
-    try:
-        wait_for(url + "/readyz", 180)
+    with served(cache, "--max-pixels", str(256 * 256), "--allowed-hosts", "127.0.0.1,localhost", log=log) as (
+        _,
+        url,
+    ):
         yield url
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except Exception:
-            proc.kill()
 
 
 def post(url: str, path: str, body: bytes | str, headers: dict[str, str] | None = None) -> httpx.Response:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import signal
 import struct
 import subprocess
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.helpers import start_serve, wait_for
+from tests.helpers import served as serve_process
 from tests.hostile import health_watched, png_bomb, rss_bytes
 
 JSON = {"Content-Type": "application/json"}
@@ -40,18 +39,9 @@ def served(
     for i in range(VOLUME_FILES):  # a crowded volume: each scan reads every file's header
         (loras / f"style-{i:04d}.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
     limits = ["--max-image-pixels", str(IMAGE_PIXELS), "--max-request-pixels", str(REQUEST_PIXELS)]
-    proc, url = start_serve(
-        cache, *limits, "--max-images", str(MAX_IMAGES), "--lora-dir", str(loras), log=root / "serve.log"
-    )
-    try:
-        wait_for(url + "/readyz", 180)
-        yield proc, url
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    args = (*limits, "--max-images", str(MAX_IMAGES), "--lora-dir", str(loras))
+    with serve_process(cache, *args, log=root / "serve.log") as started:
+        yield started
 
 
 @pytest.fixture
