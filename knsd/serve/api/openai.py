@@ -16,6 +16,14 @@ from knsd.serve.api.request import GenerationRequest, img2img_request, parse_txt
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 
 
+def response_format(value: Any) -> str:
+    """OpenAI's `response_format`: only `b64_json` (absent means it too)."""
+    fmt = value or "b64_json"
+    if fmt != "b64_json":
+        raise InvalidField("response_format", '"b64_json" (this server does not host image URLs)', fmt)
+    return str(fmt)
+
+
 def parse_openai(body: dict[str, Any], max_pixels: int) -> tuple[GenerationRequest, str]:
     """Validate an OpenAI `/v1/images/generations` body; returns the request and response_format."""
     body = require_object(body)
@@ -26,9 +34,7 @@ def parse_openai(body: dict[str, Any], max_pixels: int) -> tuple[GenerationReque
     match = _SIZE.match(size) if isinstance(size, str) else None
     if not match:
         raise InvalidField("size", 'a string "WIDTHxHEIGHT", for example "512x512"', size)
-    fmt = body.get("response_format") or "b64_json"
-    if fmt != "b64_json":
-        raise InvalidField("response_format", '"b64_json" (this server does not host image URLs)', fmt)
+    fmt = response_format(body.get("response_format"))
     a1111 = {
         "prompt": prompt,
         "negative_prompt": body.get("negative_prompt"),
@@ -137,9 +143,7 @@ def parse_openai_edit(
             "size", '"auto" (the image\'s size) or "WIDTHxHEIGHT", for example "512x512"', size
         )
     width, height = (int(match.group(1)), int(match.group(2))) if match else image.size
-    fmt = fields.get("response_format") or "b64_json"
-    if fmt != "b64_json":
-        raise InvalidField("response_format", '"b64_json" (this server does not host image URLs)', fmt)
+    fmt = response_format(fields.get("response_format"))
     a1111 = {
         "prompt": prompt,
         "negative_prompt": fields.get("negative_prompt"),
